@@ -176,3 +176,227 @@ class Sequential(Module):
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
+
+
+def kaiming_normal(shape, rng, dtype=np.float32):
+    """He initialisation for ReLU nets: std = sqrt(2 / fan_in)."""
+    fan_in = int(np.prod(shape[1:]))
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+class Conv2d(Module):
+    """Full-precision 2-D convolution (cross-correlation), im2col + GEMM."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0,
+                 bias=False, rng=None):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.weight = Parameter(kaiming_normal(
+            (out_channels, in_channels, kernel_size, kernel_size), rng), decay=True)
+        self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
+        self.cache = None
+
+    def forward(self, x):
+        out, self.cache = F.conv2d_forward(x, self.weight.data, self.stride, self.padding)
+        if self.bias is not None:
+            out += self.bias.data[:, None, None]
+        return out
+
+    def backward(self, dout):
+        dx, dw = F.conv2d_backward(dout, self.cache)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += dout.sum(axis=(0, 2, 3))
+        self.cache = None
+        return dx
+
+
+class BatchNorm2d(Module):
+    """Batch norm over (N, H, W) per channel; running stats as in PyTorch
+    (momentum 0.1, unbiased variance in the running estimate)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum = eps, momentum
+        self.weight = Parameter(np.ones(num_features, np.float32))
+        self.bias = Parameter(np.zeros(num_features, np.float32))
+        self.register_buffer("running_mean", np.zeros(num_features, np.float32))
+        self.register_buffer("running_var", np.ones(num_features, np.float32))
+        self.cache = None
+
+    def forward(self, x):
+        gamma = self.weight.data[:, None, None]
+        beta = self.bias.data[:, None, None]
+        if self.training:
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = x.mean(axis=(0, 2, 3))
+            xc = x - mean[:, None, None]
+            var = np.einsum("nchw,nchw->c", xc, xc) / m
+            inv_std = 1.0 / np.sqrt(var + self.eps)
+            xhat = xc * inv_std[:, None, None].astype(x.dtype)
+            mom = self.momentum
+            self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(self.running_mean.dtype)
+            self.running_var = ((1 - mom) * self.running_var
+                                + mom * var * m / max(m - 1, 1)).astype(self.running_var.dtype)
+        else:
+            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            xhat = (x - self.running_mean[:, None, None]) * inv_std[:, None, None]
+        self.cache = (xhat, inv_std, self.training)
+        return (gamma * xhat + beta).astype(x.dtype, copy=False)
+
+    def backward(self, dout):
+        xhat, inv_std, training = self.cache
+        self.cache = None
+        dbeta = dout.sum(axis=(0, 2, 3))
+        dgamma = np.einsum("nchw,nchw->c", dout, xhat)
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        k = (self.weight.data * inv_std).astype(dout.dtype)[:, None, None]
+        if not training:  # eval mode: a fixed affine map
+            return dout * k
+        m = dout.shape[0] * dout.shape[2] * dout.shape[3]
+        return k * (dout - (dbeta / m)[:, None, None] - xhat * (dgamma / m)[:, None, None])
+
+
+class ReLU(Module):
+    def forward(self, x):
+        self.cache = x > 0
+        return x * self.cache
+
+    def backward(self, dout):
+        return dout * self.cache
+
+
+class Hardtanh(Module):
+    """clip(x, -1, 1); gradient 1 inside, 0 outside."""
+
+    def forward(self, x):
+        self.cache = np.abs(x) <= 1
+        return np.clip(x, -1, 1)
+
+    def backward(self, dout):
+        return dout * self.cache
+
+
+class Linear(Module):
+    def __init__(self, in_features, out_features, rng=None):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        bound = 1.0 / np.sqrt(in_features)
+        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features))
+                                .astype(np.float32), decay=True)
+        self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(np.float32))
+        self.cache = None
+
+    def forward(self, x):
+        self.cache = x
+        return x @ self.weight.data.T + self.bias.data
+
+    def backward(self, dout):
+        self.weight.grad += dout.T @ self.cache
+        self.bias.grad += dout.sum(axis=0)
+        dx = dout @ self.weight.data
+        self.cache = None
+        return dx
+
+
+class GlobalAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C): mean over space."""
+
+    def forward(self, x):
+        self.cache = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dout):
+        n, c, h, w = self.cache
+        return np.broadcast_to((dout / (h * w))[:, :, None, None], self.cache).copy()
+
+
+class Flatten(Module):
+    def forward(self, x):
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.cache)
+
+
+class ShortcutA(Module):
+    """He et al.'s option-A shortcut: stride-2 subsampling, then zero
+    channels padded equally on both sides (no parameters)."""
+
+    def __init__(self, in_planes, planes, stride):
+        self.stride = stride
+        self.pad_lo = (planes - in_planes) // 2
+        self.pad_hi = planes - in_planes - self.pad_lo
+
+    def forward(self, x):
+        self.cache = x.shape
+        sub = x[:, :, ::self.stride, ::self.stride]
+        return np.pad(sub, ((0, 0), (self.pad_lo, self.pad_hi), (0, 0), (0, 0)))
+
+    def backward(self, dout):
+        dx = np.zeros(self.cache, dtype=dout.dtype)
+        c = self.cache[1]
+        dx[:, :, ::self.stride, ::self.stride] = dout[:, self.pad_lo:self.pad_lo + c]
+        return dx
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class BasicBlock(Module):
+    """CIFAR ResNet basic block (He et al. 2016), two 3x3 convs.
+
+    ``conv(c_in, c_out, stride)`` builds each 3x3 conv (full precision,
+    binary or sub-bit) and ``act()`` each activation, so quantized models
+    reuse this block. With ``double_shortcut`` (used with binary
+    activations, as in Bi-Real Net) each conv gets its own residual:
+    h = act(bn1(conv1(x)) + shortcut(x)); out = act(bn2(conv2(h)) + h).
+    Otherwise the standard block: out = act(bn2(conv2(act(bn1(conv1(x))))) + shortcut(x)).
+    """
+
+    def __init__(self, in_planes, planes, stride, conv, act, double_shortcut=False):
+        self.conv1 = conv(in_planes, planes, stride)
+        self.bn1 = BatchNorm2d(planes)
+        self.act1 = act()
+        self.conv2 = conv(planes, planes, 1)
+        self.bn2 = BatchNorm2d(planes)
+        self.act2 = act()
+        self.shortcut = (ShortcutA(in_planes, planes, stride)
+                         if stride != 1 or in_planes != planes else Identity())
+        self.double_shortcut = double_shortcut
+
+    def forward(self, x):
+        out = self.bn1.forward(self.conv1.forward(x))
+        if self.double_shortcut:
+            out += self.shortcut.forward(x)
+        h = self.act1.forward(out)
+        out = self.bn2.forward(self.conv2.forward(h))
+        out += h if self.double_shortcut else self.shortcut.forward(x)
+        return self.act2.forward(out)
+
+    def backward(self, dout):
+        dout = self.act2.backward(dout)
+        dh = self.conv2.backward(self.bn2.backward(dout))
+        if self.double_shortcut:
+            dh += dout
+        dmid = self.act1.backward(dh)
+        dx = self.conv1.backward(self.bn1.backward(dmid))
+        dx += self.shortcut.backward(dmid if self.double_shortcut else dout)
+        return dx
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) and its gradient w.r.t. logits."""
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(n), labels].mean()
+    dlogits = np.exp(logp)
+    dlogits[np.arange(n), labels] -= 1
+    return float(loss), dlogits / n

@@ -1,0 +1,114 @@
+"""Binarization: sign with straight-through gradients, binary convolutions.
+
+Conventions (../shared/SNN-METHOD.md):
+- sign(x) = +1 for x >= 0, -1 otherwise (so a kernel code bit is 1 for x >= 0).
+- Binary weights: Wq[o] = alpha[o] * sign(W[o]) with alpha[o] = mean|W[o]|,
+  no gradient through alpha. The gradient with respect to the binarized
+  weight B = sign(W) *includes* alpha (dL/dB = alpha * dL/dWq, alpha a
+  constant), and passes to the latent W where |W| <= 1 (clip STE).
+- Binary activations: sign forward; backward either ApproxSign
+  (Bi-Real Net: 2 - 2|x| on |x| < 1) or the clip STE (1 on |x| <= 1).
+"""
+
+import numpy as np
+
+from . import functional as F
+from .nn import Module, Parameter, kaiming_normal
+
+
+def sign(x):
+    return np.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def clip_ste_grad(x):
+    """d/dx clip(x, -1, 1): the straight-through mask."""
+    return (np.abs(x) <= 1).astype(x.dtype)
+
+
+def approx_sign_grad(x):
+    """Bi-Real Net's piecewise-quadratic ApproxSign derivative."""
+    return np.maximum(2 - 2 * np.abs(x), 0).astype(x.dtype)
+
+
+ACT_GRADS = {"approxsign": approx_sign_grad, "ste": clip_ste_grad}
+
+
+class SignActivation(Module):
+    """Binary activation: sign forward, surrogate gradient backward."""
+
+    def __init__(self, grad="approxsign"):
+        if grad not in ACT_GRADS:
+            raise ValueError(f"unknown activation gradient {grad!r}, expected one of {sorted(ACT_GRADS)}")
+        self.grad = grad
+
+    def forward(self, x):
+        self.cache = x
+        return sign(x)
+
+    def backward(self, dout):
+        return dout * ACT_GRADS[self.grad](self.cache)
+
+
+class QuantConv2d(Module):
+    """A conv whose weights (and optionally inputs) are quantized.
+
+    Subclasses define :meth:`quantize_weight` (latent W -> effective
+    weight, remembering what :meth:`weight_backward` needs) and
+    :meth:`weight_backward` (gradient of the effective weight -> grads of
+    the latent parameters). With ``binary_act`` the input is passed through
+    sign first (the conv then sees only +-1 activations).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1,
+                 binary_act=False, act_grad="approxsign", rng=None):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.weight = Parameter(kaiming_normal(
+            (out_channels, in_channels, kernel_size, kernel_size), rng), decay=True)
+        self.input_sign = SignActivation(act_grad) if binary_act else None
+        self.cache = None
+
+    @property
+    def binary_act(self):
+        return self.input_sign is not None
+
+    def quantize_weight(self):
+        raise NotImplementedError
+
+    def weight_backward(self, dwq):
+        raise NotImplementedError
+
+    def forward(self, x):
+        if self.input_sign is not None:
+            x = self.input_sign.forward(x)
+        wq = self.quantize_weight()
+        out, self.cache = F.conv2d_forward(x, wq, self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dwq = F.conv2d_backward(dout, self.cache)
+        self.cache = None
+        self.weight_backward(dwq)
+        if self.input_sign is not None:
+            dx = self.input_sign.backward(dx)
+        return dx
+
+
+def weight_scale(w):
+    """alpha[o] = mean |W[o]| over (C_in, kH, kW)."""
+    return np.abs(w).reshape(w.shape[0], -1).mean(axis=1).astype(w.dtype)
+
+
+class BinaryConv2d(QuantConv2d):
+    """Binary weights alpha[o] * sign(W[o]) with the clip straight-through
+    backward to the latent weights."""
+
+    def quantize_weight(self):
+        w = self.weight.data
+        self._alpha = weight_scale(w)
+        return self._alpha[:, None, None, None] * sign(w)
+
+    def weight_backward(self, dwq):
+        w = self.weight.data
+        self.weight.grad += dwq * self._alpha[:, None, None, None] * clip_ste_grad(w)

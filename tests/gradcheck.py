@@ -1,0 +1,47 @@
+"""Finite-difference gradient checking in float64, shared by the tests."""
+
+import numpy as np
+
+
+def numerical_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() w.r.t. the array x (in place)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        fp = f()
+        x[i] = old - eps
+        fm = f()
+        x[i] = old
+        grad[i] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def assert_close(analytic, numeric, name, rtol=1e-5, atol=1e-7):
+    err = np.abs(analytic - numeric).max() if analytic.size else 0.0
+    scale = max(np.abs(numeric).max() if numeric.size else 0.0, 1e-8)
+    assert np.allclose(analytic, numeric, rtol=rtol, atol=atol), \
+        f"{name}: max abs error {err:.3g} (max |grad| {scale:.3g})"
+
+
+def check_module(module, x, rng, params=True, atol=1e-7, rtol=1e-5):
+    """Check backward of ``module`` (float64) against finite differences of
+    sum(forward(x) * r): input gradient and every parameter's gradient."""
+    module.astype(np.float64)
+    x = x.astype(np.float64)
+    out = module.forward(x)
+    r = rng.standard_normal(out.shape)
+
+    def loss():
+        return float(np.sum(module.forward(x) * r))
+
+    module.zero_grad()
+    module.forward(x)
+    dx = module.backward(r)
+    analytic = {name: p.grad.copy() for name, p in module.named_parameters()}
+    assert_close(dx, numerical_grad(loss, x), "input", rtol, atol)
+    if params:
+        for name, p in module.named_parameters():
+            assert_close(analytic[name], numerical_grad(loss, p.data), name, rtol, atol)

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+from gradcheck import check_module
+from minisnn import functional as F
+from minisnn import nn
+from minisnn.quant import approx_sign_grad
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("stride,padding,k", [(1, 1, 3), (2, 1, 3), (1, 0, 3), (2, 0, 1), (3, 2, 3)])
+def test_conv2d_gradients(rng, stride, padding, k):
+    conv = nn.Conv2d(3, 4, k, stride, padding, bias=True, rng=rng)
+    check_module(conv, rng.standard_normal((2, 3, 7, 6)), rng)
+
+
+def test_conv2d_matches_direct_loops(rng):
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    out, _ = F.conv2d_forward(x, w, stride=2, padding=1)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros_like(out)
+    for n in range(2):
+        for o in range(4):
+            for y in range(out.shape[2]):
+                for z in range(out.shape[3]):
+                    ref[n, o, y, z] = np.sum(xp[n, :, 2 * y:2 * y + 3, 2 * z:2 * z + 3] * w[o])
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+
+
+def test_conv2d_rejects_wrong_channels(rng):
+    conv = nn.Conv2d(3, 4, 3, 1, 1, rng=rng)
+    with pytest.raises(ValueError, match="2 channels"):
+        conv.forward(np.zeros((1, 2, 5, 5), np.float32))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_gradients(rng, training):
+    bn = nn.BatchNorm2d(3)
+    bn.weight.data = rng.uniform(0.5, 1.5, 3).astype(np.float32)
+    bn.bias.data = rng.standard_normal(3).astype(np.float32)
+    bn.running_mean = rng.standard_normal(3).astype(np.float32)
+    bn.running_var = rng.uniform(0.5, 2, 3).astype(np.float32)
+    bn.train(training)
+    check_module(bn, rng.standard_normal((4, 3, 3, 2)) * 2 + 1, rng)
+
+
+def test_batchnorm_running_stats_follow_pytorch_convention(rng):
+    bn = nn.BatchNorm2d(2, momentum=0.1)
+    x = rng.standard_normal((5, 2, 3, 3)).astype(np.float32) * 3 + 2
+    y = bn.forward(x)
+    m = 5 * 9
+    mean = x.mean(axis=(0, 2, 3))
+    var_unbiased = x.var(axis=(0, 2, 3)) * m / (m - 1)
+    np.testing.assert_allclose(bn.running_mean, 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * var_unbiased, rtol=1e-5)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    bn.eval()
+    ye = bn.forward(x)
+    expect = (x - bn.running_mean[:, None, None]) / np.sqrt(bn.running_var[:, None, None] + bn.eps)
+    np.testing.assert_allclose(ye, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU, nn.Hardtanh, nn.GlobalAvgPool2d, nn.Flatten, nn.Identity])
+def test_elementwise_and_shape_layer_gradients(rng, layer):
+    x = rng.standard_normal((2, 3, 4, 4)) * 2
+    x[np.abs(np.abs(x) - 1) < 1e-3] += 0.01  # keep finite differences off the kinks
+    x[np.abs(x) < 1e-3] += 0.01
+    check_module(layer(), x, rng)
+
+
+def test_linear_gradients(rng):
+    check_module(nn.Linear(5, 3, rng=rng), rng.standard_normal((4, 5)), rng)
+
+
+@pytest.mark.parametrize("in_planes,planes,stride", [(4, 4, 1), (4, 8, 2)])
+def test_shortcut_a(rng, in_planes, planes, stride):
+    sc = nn.ShortcutA(in_planes, planes, stride) if stride > 1 else nn.Identity()
+    x = rng.standard_normal((2, in_planes, 6, 6))
+    out = sc.forward(x)
+    if stride > 1:
+        assert out.shape == (2, planes, 3, 3)
+        lo = (planes - in_planes) // 2
+        np.testing.assert_array_equal(out[:, lo:lo + in_planes], x[:, :, ::2, ::2])
+        assert not out[:, :lo].any() and not out[:, lo + in_planes:].any()
+    check_module(sc, x, rng)
+
+
+def _conv(rng):
+    return lambda c_in, c_out, stride: nn.Conv2d(c_in, c_out, 3, stride, 1, rng=rng)
+
+
+@pytest.mark.parametrize("double_shortcut", [False, True])
+@pytest.mark.parametrize("stride,in_planes,planes", [(1, 4, 4), (2, 4, 8)])
+def test_basic_block_gradients(rng, double_shortcut, stride, in_planes, planes):
+    block = nn.BasicBlock(in_planes, planes, stride, _conv(rng), nn.Hardtanh, double_shortcut)
+    x = rng.standard_normal((3, in_planes, 4, 4)) * 0.5
+    check_module(block, x, rng, atol=1e-6, rtol=1e-4)
+
+
+def test_softmax_cross_entropy(rng):
+    from gradcheck import numerical_grad
+    logits = rng.standard_normal((5, 4))
+    labels = rng.integers(0, 4, 5)
+    loss, d = nn.softmax_cross_entropy(logits, labels)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert loss == pytest.approx(-np.log(p[np.arange(5), labels]).mean())
+    num = numerical_grad(lambda: nn.softmax_cross_entropy(logits, labels)[0], logits)
+    np.testing.assert_allclose(d, num, rtol=1e-5, atol=1e-8)
+    big, _ = nn.softmax_cross_entropy(np.array([[1000.0, -1000.0]]), np.array([0]))
+    assert np.isfinite(big)
+
+
+def test_sequential_and_names(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, 1, 1, rng=rng), nn.BatchNorm2d(3), nn.ReLU())
+    names = [n for n, _ in seq.named_parameters()]
+    assert names == ["0.weight", "1.weight", "1.bias"]
+    assert [n for n, _ in seq.named_buffers()] == ["1.running_mean", "1.running_var"]
+    x = rng.standard_normal((2, 2, 4, 4)) + 0.05
+    check_module(seq, x, rng, atol=1e-6, rtol=1e-4)
+
+
+def test_load_state_dict_errors_name_array_and_shapes(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.BatchNorm2d(3))
+    state = seq.state_dict()
+    state["0.weight"] = np.zeros((3, 2, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"'0.weight'.*\(3, 2, 1, 1\).*\(3, 2, 3, 3\)"):
+        seq.load_state_dict(state, source="ck.npz")
+    del state["0.weight"]
+    with pytest.raises(ValueError, match="ck.npz: missing array '0.weight'"):
+        seq.load_state_dict(state, source="ck.npz")
