@@ -1,0 +1,164 @@
+"""Checkpoints: named arrays plus a JSON config in one ``.npz``, never pickle.
+
+Layout of a checkpoint file: an ordinary numpy ``.npz`` (a zip of ``.npy``
+members) holding every array under its name, plus the config serialised as
+UTF-8 JSON in a uint8 array under the reserved key ``__config__``.
+
+Naming conventions: model arrays are ``model.<name>`` (from
+``Module.state_dict()``), optimizer state is ``optim.<name>``; everything
+else (epoch, metrics, ``rng.bit_generator.state``) goes into the config.
+
+Writes are atomic: the file is written to a temporary name in the same
+directory, flushed and fsynced, then ``os.replace``-d over the target, so a
+crash leaves either the old checkpoint or the new one, never half a file.
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+CONFIG_KEY = "__config__"
+
+
+def _json_default(value):
+    # Metrics computed with numpy arrive as numpy scalars; store them as Python numbers.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def save_checkpoint(path, arrays, config):
+    """Write ``arrays`` (name -> array) and ``config`` (JSON-able dict) to ``path``.
+
+    Returns the path as a :class:`pathlib.Path`. Object arrays, non-string
+    names, the reserved name ``__config__`` and configs JSON cannot hold are
+    refused with a ValueError naming the file and the culprit.
+    """
+    path = pathlib.Path(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config must be a dict, found {type(config).__name__}")
+    checked = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{path}: array names must be non-empty strings, found {name!r}")
+        if name == CONFIG_KEY:
+            raise ValueError(f"{path}: array name {CONFIG_KEY!r} is reserved for the config")
+        value = np.asarray(value)
+        if value.dtype.hasobject:
+            raise ValueError(f"{path}: array {name!r} has dtype {value.dtype}, which only "
+                             "pickle can store; checkpoints hold plain numeric arrays")
+        checked[name] = value
+    try:
+        text = json.dumps(config, default=_json_default, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: config is not JSON serialisable: {exc}") from None
+    checked[CONFIG_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_npz(f, checked)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_npz(f, arrays):
+    # What np.savez does, minus its keyword collisions (an array named "file")
+    # and with pickling switched off as a second guard.
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
+
+
+def _fsync_dir(directory):
+    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint: returns ``(arrays, config)``, arrays fully in memory.
+
+    Never unpickles. A missing, truncated, corrupt or foreign file, a missing
+    config or invalid config JSON raise ValueError naming the file and the fault.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file not found")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array, not an .npz checkpoint")
+        with npz:
+            # Reading each member here checks its CRC and length now, not at first use.
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not an "
+                         f".npz written by save_checkpoint): {type(exc).__name__}: {exc}") from None
+    if CONFIG_KEY not in arrays:
+        raise ValueError(f"{path}: no {CONFIG_KEY!r} entry, so no config; "
+                         "was it written by save_checkpoint?")
+    raw = arrays.pop(CONFIG_KEY)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path}: {CONFIG_KEY!r} should be 1-D uint8 JSON bytes, "
+                         f"found dtype {raw.dtype} shape {raw.shape}")
+    try:
+        config = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: config is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config should be a JSON object, found {type(config).__name__}")
+    return arrays, config
+
+
+def check_config(found, expected, path, keys=None):
+    """Raise ValueError if ``found[key] != expected[key]`` for any of ``keys``.
+
+    ``keys`` defaults to every key of ``expected``. Expected values go through
+    the same JSON round trip as saved ones, so a tuple matches the list it
+    was stored as.
+    """
+    for key in expected if keys is None else keys:
+        if key not in expected:
+            raise ValueError(f"{path}: check_config asked for key {key!r}, "
+                             "which the expected config lacks")
+        want = json.loads(json.dumps(expected[key], default=_json_default))
+        if key not in found:
+            raise ValueError(f"{path}: config has no key {key!r}, expected {want!r}")
+        if found[key] != want:
+            raise ValueError(f"{path}: config {key!r} is {found[key]!r}, expected {want!r}")
+
+
+def restore_module(module, arrays, path, prefix="model."):
+    """Load the arrays named ``prefix + <state name>`` into ``module``.
+
+    Errors name the file, the array and the expected vs found shape.
+    """
+    state = {name[len(prefix):]: value for name, value in arrays.items()
+             if name.startswith(prefix)}
+    # load_state_dict names a missing array but not its shape; say both here.
+    expected = {name: p.data.shape for name, p in module.named_parameters()}
+    expected.update({name: np.shape(b) for name, b in module.named_buffers()})
+    for name, shape in expected.items():
+        if name not in state:
+            raise ValueError(f"{path}: missing array {prefix + name!r}, "
+                             f"expected shape {shape}, found none")
+    module.load_state_dict(state, source=str(path))

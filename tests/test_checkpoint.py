@@ -1,0 +1,222 @@
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from minisnn import checkpoint
+from minisnn.checkpoint import check_config, load_checkpoint, restore_module, save_checkpoint
+from minisnn.nn import Module, Parameter
+
+
+class Tiny(Module):
+    """Smallest module with a parameter and a buffer, independent of the real layers."""
+
+    def __init__(self, rng):
+        self.weight = Parameter(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), decay=True)
+        self.bias = Parameter(np.zeros(4, np.float32))
+        self.register_buffer("count", np.zeros(4, np.int64))
+
+
+def sample_arrays(rng):
+    return {
+        "model.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "model.codes": rng.integers(0, 512, size=(8, 3), dtype=np.int16),
+        "optim.momentum": rng.standard_normal(7),
+        "mask": rng.random(5) < 0.5,
+        "scalar": np.array(3.5, np.float32),
+        "empty": np.zeros((0, 3), np.uint8),
+    }
+
+
+def listing(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_round_trip_bit_identical(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = sample_arrays(rng)
+    gen = np.random.default_rng(123)
+    config = {"arch": "resnet20", "tau": 6, "epoch": 3, "metrics": {"loss": [1.5, 0.75]},
+              "rng": gen.bit_generator.state, "nan_ok": None}
+    path = save_checkpoint(tmp_path / "sub" / "a.npz", arrays, config)
+    assert path == tmp_path / "sub" / "a.npz" and path.is_file()
+    loaded, loaded_config = load_checkpoint(path)
+    assert loaded_config == config
+    assert set(loaded) == set(arrays)
+    for name, value in arrays.items():
+        assert loaded[name].dtype == value.dtype, name
+        assert loaded[name].shape == value.shape, name
+        assert loaded[name].tobytes() == value.tobytes(), name
+    # The 128-bit PCG64 state survives JSON, so a resumed run draws the same numbers.
+    resumed = np.random.default_rng()
+    resumed.bit_generator.state = loaded_config["rng"]
+    assert np.array_equal(resumed.random(5), gen.random(5))
+
+
+def test_numpy_scalars_in_config_become_numbers(tmp_path):
+    path = save_checkpoint(tmp_path / "a.npz", {}, {"acc": np.float32(0.5), "n": np.int64(7)})
+    _, config = load_checkpoint(path)
+    assert config == {"acc": 0.5, "n": 7}
+    assert type(config["n"]) is int
+
+
+def test_arrays_are_read_before_returning(tmp_path):
+    path = save_checkpoint(tmp_path / "a.npz", {"x": np.arange(10)}, {})
+    arrays, _ = load_checkpoint(path)
+    os.remove(path)  # nothing may still be reading from the file
+    assert isinstance(arrays["x"], np.ndarray)
+    assert np.array_equal(arrays["x"], np.arange(10))
+
+
+def test_array_named_like_savez_keyword(tmp_path):
+    path = save_checkpoint(tmp_path / "a.npz", {"file": np.ones(2), "allow_pickle": np.zeros(1)}, {})
+    arrays, _ = load_checkpoint(path)
+    assert np.array_equal(arrays["file"], np.ones(2))
+    assert np.array_equal(arrays["allow_pickle"], np.zeros(1))
+
+
+@pytest.mark.parametrize("target", ["write", "replace"])
+def test_crash_during_write_keeps_old_checkpoint(tmp_path, monkeypatch, target):
+    path = save_checkpoint(tmp_path / "a.npz", {"x": np.arange(3)}, {"epoch": 1})
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash")
+
+    if target == "write":
+        monkeypatch.setattr(np.lib.format, "write_array", crash)
+    else:
+        monkeypatch.setattr(checkpoint.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_checkpoint(path, {"x": np.arange(100)}, {"epoch": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert listing(tmp_path) == ["a.npz"]
+    arrays, config = load_checkpoint(path)
+    assert config == {"epoch": 1} and np.array_equal(arrays["x"], np.arange(3))
+
+
+def test_refused_inputs_leave_no_file(tmp_path):
+    path = tmp_path / "a.npz"
+    with pytest.raises(ValueError, match=r"a\.npz.*'obj'.*pickle"):
+        save_checkpoint(path, {"obj": np.array([{"a": 1}, None], dtype=object)}, {})
+    with pytest.raises(ValueError, match=r"a\.npz.*'__config__'.*reserved"):
+        save_checkpoint(path, {"__config__": np.zeros(3, np.uint8)}, {})
+    with pytest.raises(ValueError, match=r"a\.npz.*config is not JSON serialisable"):
+        save_checkpoint(path, {}, {"bad": object()})
+    with pytest.raises(ValueError, match=r"a\.npz.*config must be a dict"):
+        save_checkpoint(path, {}, [1, 2])
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9, 0.99])
+def test_truncated_file(tmp_path, keep):
+    rng = np.random.default_rng(1)
+    path = save_checkpoint(tmp_path / "t.npz", sample_arrays(rng), {"epoch": 1})
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match=r"t\.npz.*not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_flipped_byte_fails_crc(tmp_path):
+    rng = np.random.default_rng(2)
+    path = save_checkpoint(tmp_path / "c.npz", {"w": rng.standard_normal(1000)}, {})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the array payload, away from the headers
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"c\.npz.*not a readable checkpoint.*CRC"):
+        load_checkpoint(path)
+
+
+def test_not_a_zip_and_missing_file(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("hello, I am not a checkpoint\n" * 10)
+    with pytest.raises(ValueError, match=r"text\.npz.*not a readable checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"nope\.npz.*not found"):
+        load_checkpoint(tmp_path / "nope.npz")
+    npy = tmp_path / "single.npz"
+    with open(npy, "wb") as f:
+        np.save(f, np.arange(3))
+    with pytest.raises(ValueError, match=r"single\.npz.*single \.npy array"):
+        load_checkpoint(npy)
+
+
+def test_missing_or_invalid_config(tmp_path):
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=np.arange(3))
+    with pytest.raises(ValueError, match=r"plain\.npz.*no '__config__'"):
+        load_checkpoint(plain)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, __config__=np.frombuffer(b"{not json", np.uint8))
+    with pytest.raises(ValueError, match=r"bad\.npz.*not valid UTF-8 JSON"):
+        load_checkpoint(bad)
+    listy = tmp_path / "list.npz"
+    np.savez(listy, __config__=np.frombuffer(b"[1, 2]", np.uint8))
+    with pytest.raises(ValueError, match=r"list\.npz.*JSON object"):
+        load_checkpoint(listy)
+
+
+class Boom:
+    """Unpickling this would run os.system-like code; here it just records that it ran."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (Boom._detonate, ())
+
+    @staticmethod
+    def _detonate():
+        Boom.ran = True
+        return "boom"
+
+
+def test_load_never_unpickles(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, payload=np.array([Boom(), 1], dtype=object),
+             __config__=np.frombuffer(b"{}", np.uint8))
+    with pytest.raises(ValueError, match=r"evil\.npz.*not a readable checkpoint.*pickle"):
+        load_checkpoint(path)
+    assert not Boom.ran
+
+
+def test_check_config(tmp_path):
+    path = tmp_path / "a.npz"
+    found = {"tau": 6, "arch": "resnet20", "shape": [3, 32, 32], "lr": 0.1}
+    check_config(found, {"tau": 6, "shape": (3, 32, 32)}, path)
+    check_config(found, {"tau": 5, "arch": "resnet20"}, path, keys=["arch"])
+    with pytest.raises(ValueError, match=r"a\.npz.*'tau' is 6, expected 5"):
+        check_config(found, {"tau": 5}, path)
+    with pytest.raises(ValueError, match=r"a\.npz.*no key 'seed', expected 0"):
+        check_config(found, {"seed": 0}, path)
+    with pytest.raises(ValueError, match=r"a\.npz.*'arch'.*expected config lacks"):
+        check_config(found, {"tau": 6}, path, keys=["arch"])
+
+
+def test_restore_module_round_trip(tmp_path):
+    src, dst = Tiny(np.random.default_rng(0)), Tiny(np.random.default_rng(1))
+    src.count[:] = [1, 2, 3, 4]
+    state = {"model." + k: v for k, v in src.state_dict().items()}
+    path = save_checkpoint(tmp_path / "m.npz", {**state, "optim.v": np.ones(3)}, {})
+    arrays, _ = load_checkpoint(path)
+    restore_module(dst, arrays, path)
+    for name, value in src.state_dict().items():
+        assert np.array_equal(dst.state_dict()[name], value), name
+    assert not np.array_equal(Tiny(np.random.default_rng(1)).weight.data, dst.weight.data)
+
+
+def test_restore_module_missing_array(tmp_path):
+    module = Tiny(np.random.default_rng(0))
+    arrays = {"model." + k: v for k, v in module.state_dict().items() if k != "weight"}
+    with pytest.raises(ValueError, match=r"m\.npz.*missing array 'model\.weight'.*\(4, 3, 3, 3\)"):
+        restore_module(module, arrays, tmp_path / "m.npz")
+
+
+def test_restore_module_misshapen_array(tmp_path):
+    module = Tiny(np.random.default_rng(0))
+    arrays = {"model." + k: v for k, v in module.state_dict().items()}
+    arrays["model.weight"] = np.zeros((4, 3, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"m\.npz.*'weight'.*\(4, 3, 1, 1\).*\(4, 3, 3, 3\)"):
+        restore_module(module, arrays, tmp_path / "m.npz")
