@@ -1,0 +1,130 @@
+"""Optimizers (SGD, Adam) and learning-rate schedules.
+
+Weight decay applies only to parameters created with ``decay=True``: conv
+and linear weights, the latent real weights of binary and sub-bit convs
+included. Biases, batch-norm scale/shift and sub-bit codebook parameters
+get none. SGD adds it to the gradient (L2); Adam decouples it (AdamW).
+"""
+
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, named_params, lr):
+        self.params = list(named_params)
+        names = [n for n, _ in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError("parameter names must be unique")
+        self.lr = lr
+        self.state = {}  # name -> array, e.g. "layer1.0.conv1.weight.momentum"
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.state.items()}
+
+    def load_state_dict(self, state, source="optimizer state"):
+        for key, value in state.items():
+            name = key.rsplit(".", 1)[0]
+            shapes = {n: p.data.shape for n, p in self.params}
+            if name not in shapes:
+                raise ValueError(f"{source}: optimizer array {key!r} matches no parameter")
+            if value.shape != shapes[name]:
+                raise ValueError(f"{source}: optimizer array {key!r} has shape {value.shape}, "
+                                 f"expected {shapes[name]}")
+        self.state = {k: np.array(v) for k, v in state.items()}
+
+    def zero_grad(self):
+        for _, p in self.params:
+            p.grad[...] = 0
+
+
+class SGD(Optimizer):
+    """SGD with (Nesterov) momentum, PyTorch's formulation:
+    g += wd * w; v = mu * v + g; w -= lr * (g + mu * v if nesterov else v)."""
+
+    def __init__(self, named_params, lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0):
+        super().__init__(named_params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+
+    def step(self):
+        mu = self.momentum
+        for name, p in self.params:
+            g = p.grad
+            if self.weight_decay and p.decay:
+                g = g + self.weight_decay * p.data
+            if mu:
+                key = name + ".momentum"
+                v = self.state.get(key)
+                if v is None:
+                    v = self.state[key] = g.copy()
+                else:
+                    v *= mu
+                    v += g
+                g = g + mu * v if self.nesterov else v
+            p.data -= (self.lr * g).astype(p.data.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam with decoupled weight decay (AdamW when weight_decay > 0)."""
+
+    def __init__(self, named_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(named_params, lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def step(self):
+        b1, b2 = self.betas
+        t = int(self.state.get("__step__.t", np.zeros(())) + 1)
+        self.state["__step__.t"] = np.array(t)
+        for name, p in self.params:
+            m = self.state.setdefault(name + ".m", np.zeros_like(p.data))
+            v = self.state.setdefault(name + ".v", np.zeros_like(p.data))
+            m *= b1
+            m += (1 - b1) * p.grad
+            v *= b2
+            v += (1 - b2) * p.grad * p.grad
+            mhat = m / (1 - b1 ** t)
+            vhat = v / (1 - b2 ** t)
+            if self.weight_decay and p.decay:
+                p.data -= (self.lr * self.weight_decay * p.data).astype(p.data.dtype)
+            p.data -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(p.data.dtype)
+
+    def load_state_dict(self, state, source="optimizer state"):
+        rest = {k: v for k, v in state.items() if not k.startswith("__step__.")}
+        super().load_state_dict(rest, source)
+        self.state.update({k: np.array(v) for k, v in state.items() if k.startswith("__step__.")})
+
+
+def make_optimizer(name, named_params, lr, momentum=0.9, nesterov=True, weight_decay=0.0):
+    if name == "sgd":
+        return SGD(named_params, lr, momentum, nesterov, weight_decay)
+    if name == "adam":
+        return Adam(named_params, lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}, expected 'sgd' or 'adam'")
+
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def lr_at(step, total_steps, base_lr, schedule="cosine", warmup_steps=0,
+          milestones=(0.5, 0.75), gamma=0.1, final_lr=0.0):
+    """Learning rate at ``step`` (0-based) of ``total_steps``.
+
+    Linear warm-up from base_lr/warmup_steps over ``warmup_steps``, then
+    'cosine' (to final_lr at the end), 'step' (times gamma at each
+    milestone, given as fractions of the run) or 'constant'.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}, expected one of {SCHEDULES}")
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    if schedule == "step":
+        passed = sum(step >= m * total_steps for m in milestones)
+        return base_lr * gamma ** passed
+    span = max(total_steps - warmup_steps, 1)
+    t = min((step - warmup_steps) / span, 1.0)
+    return final_lr + 0.5 * (base_lr - final_lr) * (1 + math.cos(math.pi * t))

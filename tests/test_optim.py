@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from minisnn.nn import Parameter
+from minisnn.optim import SGD, Adam, lr_at, make_optimizer
+
+
+def _params():
+    return [("w", Parameter(np.array([1.0, -2.0]), decay=True)),
+            ("b", Parameter(np.array([0.5]), decay=False))]
+
+
+def _grads(t):
+    return {"w": np.array([0.1 * t, -0.3]), "b": np.array([0.2 + t])}
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_matches_reference_recursion(nesterov):
+    params = _params()
+    opt = SGD(params, lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    w, b = params[0][1].data.copy(), params[1][1].data.copy()
+    vw = vb = None
+    for t in range(5):
+        g = _grads(t)
+        for name, p in params:
+            p.grad = g[name].copy()
+        opt.step()
+        gw = g["w"] + 0.01 * w  # decay on w only
+        gb = g["b"]
+        vw = gw if vw is None else 0.9 * vw + gw
+        vb = gb if vb is None else 0.9 * vb + gb
+        w = w - 0.1 * (gw + 0.9 * vw if nesterov else vw)
+        b = b - 0.1 * (gb + 0.9 * vb if nesterov else vb)
+        np.testing.assert_allclose(params[0][1].data, w, rtol=1e-12)
+        np.testing.assert_allclose(params[1][1].data, b, rtol=1e-12)
+
+
+def test_adamw_matches_reference():
+    params = _params()
+    opt = Adam(params, lr=0.01, weight_decay=0.1)
+    w = params[0][1].data.copy()
+    m = v = np.zeros(2)
+    for t in range(1, 4):
+        g = _grads(t)
+        for name, p in params:
+            p.grad = g[name].copy()
+        opt.step()
+        m = 0.9 * m + 0.1 * g["w"]
+        v = 0.999 * v + 0.001 * g["w"] ** 2
+        w = w - 0.01 * 0.1 * w
+        w = w - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        np.testing.assert_allclose(params[0][1].data, w, rtol=1e-12)
+
+
+def test_optimizer_state_round_trip_continues_identically():
+    def run(split):
+        params = _params()
+        opt = make_optimizer("adam", params, 0.01, weight_decay=0.1)
+        for t in range(6):
+            if t == split:
+                state = opt.state_dict()
+                params = [(n, Parameter(p.data.copy(), p.decay)) for n, p in params]
+                opt = make_optimizer("adam", params, 0.01, weight_decay=0.1)
+                opt.load_state_dict(state)
+            for name, p in params:
+                p.grad = _grads(t)[name].copy()
+            opt.step()
+        return params[0][1].data
+    np.testing.assert_array_equal(run(split=3), run(split=99))
+
+
+def test_optimizer_state_errors_name_the_array():
+    opt = SGD(_params(), lr=0.1)
+    with pytest.raises(ValueError, match=r"'w.momentum' has shape \(3,\), expected \(2,\)"):
+        opt.load_state_dict({"w.momentum": np.zeros(3)}, source="x.npz")
+    with pytest.raises(ValueError, match="'q.momentum' matches no parameter"):
+        opt.load_state_dict({"q.momentum": np.zeros(3)}, source="x.npz")
+
+
+def test_schedules():
+    assert lr_at(0, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, "cosine", warmup_steps=10) == pytest.approx(0.5)
+    assert lr_at(100, 100, 1.0, "cosine") == pytest.approx(0.0)
+    assert lr_at(49, 100, 1.0, "step") == 1.0
+    assert lr_at(50, 100, 1.0, "step") == pytest.approx(0.1)
+    assert lr_at(80, 100, 1.0, "step") == pytest.approx(0.01)
+    assert lr_at(70, 100, 0.3, "constant") == 0.3
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        lr_at(0, 10, 1.0, "linear")
