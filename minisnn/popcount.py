@@ -1,0 +1,315 @@
+"""Integer popcount kernels (numba) for binary and sub-bit 3x3 convs.
+
+All convs are 3x3, padding 1, stride 1 or 2. Activations are {-1, +1};
+zero padding contributes 0 (taps outside the input are skipped/masked).
+The public wrappers below are the golden model the RTL is checked
+against; the ``*_packed`` / ``*_codes`` functions take already-packed
+inputs (bit orders in :mod:`minisnn.bitpack`) so an engine can keep
+activations packed between layers.
+
+- BNN (W1/A1): channel-packed XNOR-popcount, dot per tap
+  C_in - 2 * popcount(a ^ w).
+- SNN (sub-bit W / A1): per input channel and position the 2^tau Dot9
+  results are computed once into a table that every output channel reads
+  through idx (the paper's Dot9 + table + lanes scheme).
+- SNN (sub-bit W / real A): per input channel the 2^tau kernel responses
+  are computed once and shared the same way; alpha[o] is applied last.
+"""
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_size,
+                      pack_activations, pack_weights, patch_codes, tap_masks)
+from .functional import conv2d_forward, pad_nchw
+from .subbit import NUM_KERNELS
+
+# Positions per work tile: a tile's accumulators (C_out x tile) and its
+# shared table (2^tau x tile) stay in L1/L2 while all input channels stream.
+TILE_POSITIONS = 128
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """llvm.ctpop: popcnt on scalars, vpopcnt{q,w} when LLVM vectorizes a loop."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return x(x), codegen
+
+
+def _tiles(ho, wo):
+    """Split an output plane into row-aligned tiles: (rows per tile, tiles per image)."""
+    rows = max(1, min(ho, TILE_POSITIONS // wo))
+    return rows, (ho + rows - 1) // rows
+
+
+# ---------------------------------------------------------------- BNN W1/A1
+
+@njit(parallel=True, cache=True)
+def _bnn_kernel(a, wt, c_in, stride, ho, wo):
+    n, h, w, nw = a.shape
+    c_out = wt.shape[3]
+    out = np.empty((n, c_out, ho, wo), dtype=np.int32)
+    for task in prange(n * ho):
+        b = task // ho
+        y = task % ho
+        cnt = np.zeros((wo, c_out), dtype=np.int32)
+        for x in range(wo):
+            valid = 0
+            for dy in range(3):
+                iy = y * stride + dy - 1
+                if iy < 0 or iy >= h:
+                    continue
+                for dx in range(3):
+                    ix = x * stride + dx - 1
+                    if ix < 0 or ix >= w:
+                        continue
+                    valid += 1
+                    for k in range(nw):
+                        aw = a[b, iy, ix, k]
+                        # contiguous over o: LLVM vectorizes the XOR-popcount
+                        for o in range(c_out):
+                            cnt[x, o] += _popcount(aw ^ wt[dy, dx, k, o])
+            for o in range(c_out):
+                out[b, o, y, x] = valid * c_in - 2 * cnt[x, o]
+    return out
+
+
+def bnn_conv3x3_packed(a_packed, w_packed, c_in, stride=1):
+    """Integer sums int32 (N, C_out, Ho, Wo) from channel-packed activations
+    (N, H, W, words) and weights (C_out, 3, 3, words), both uint64."""
+    stride = check_stride(stride)
+    for name, arr in (("a_packed", a_packed), ("w_packed", w_packed)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64 or arr.ndim != 4:
+            raise ValueError(f"{name} must be a 4-D uint64 array, found "
+                             f"{getattr(arr, 'dtype', type(arr))} {np.shape(arr)}")
+        if arr.shape[-1] != num_words(c_in):
+            raise ValueError(f"{name} must hold {num_words(c_in)} words for c_in={c_in}, "
+                             f"found {arr.shape[-1]}")
+    if w_packed.shape[1:3] != (3, 3):
+        raise ValueError(f"w_packed must be (C_out, 3, 3, words), found {w_packed.shape}")
+    n, h, w, _ = a_packed.shape
+    # Output channels innermost so the popcount loop runs over contiguous words.
+    wt = np.ascontiguousarray(w_packed.transpose(1, 2, 3, 0))
+    return _bnn_kernel(np.ascontiguousarray(a_packed), wt, int(c_in), stride,
+                       output_size(h, stride), output_size(w, stride))
+
+
+def bnn_conv3x3(a, kernel_codes, stride=1):
+    """BNN conv: a int8 {-1,+1} (N, C_in, H, W), kernel_codes uint16 (C_out, C_in)
+    -> int32 (N, C_out, Ho, Wo), exact zero-padding semantics."""
+    a = _check_signs(a)
+    codes = check_codes(kernel_codes, "kernel_codes", 2)
+    _check_channels(a, codes.shape[1], "kernel_codes")
+    return bnn_conv3x3_packed(pack_activations(a), pack_weights(codes), a.shape[1], stride)
+
+
+# ------------------------------------------------------------ SNN W/A1
+
+@njit(parallel=True, cache=True)
+def _snn_codes_kernel(codes, masks, codebook, idx, rows, acc_like):
+    n, c_in, ho, wo = codes.shape
+    c_out = idx.shape[0]
+    n_sub = codebook.shape[0]
+    tiles = (ho + rows - 1) // rows
+    tile = rows * wo
+    out = np.empty((n, c_out, ho * wo), dtype=np.int32)
+    flat_masks = masks.reshape(ho * wo)
+    for task in prange(n * tiles):
+        b = task // tiles
+        r0 = (task % tiles) * tile
+        m = min(tile, ho * wo - r0)
+        # mismatch counts popcount((k ^ patch) & mask), summed over input channels
+        acc = np.zeros((c_out, tile), dtype=acc_like.dtype)
+        table = np.empty((n_sub, tile), dtype=acc_like.dtype)
+        mask = np.empty(tile, dtype=np.uint16)
+        for p in range(m):
+            mask[p] = flat_masks[r0 + p]
+        for i in range(c_in):
+            patch = codes[b, i].reshape(ho * wo)[r0:r0 + m]
+            for s in range(n_sub):
+                k = codebook[s]
+                for p in range(m):
+                    table[s, p] = _popcount((k ^ patch[p]) & mask[p])
+            for o in range(c_out):
+                row = table[idx[o, i]]
+                for p in range(m):
+                    acc[o, p] += row[p]
+        for p in range(m):
+            valid = _popcount(mask[p])
+            for o in range(c_out):
+                out[b, o, r0 + p] = c_in * valid - 2 * np.int32(acc[o, p])
+    return out.reshape(n, c_out, ho, wo)
+
+
+def snn_conv3x3_codes(codes, masks, codebook, idx):
+    """Sub-bit W/A1 sums int32 (N, C_out, Ho, Wo) from patch codes uint16
+    (N, C_in, Ho, Wo) and tap masks uint16 (Ho, Wo) (see bitpack.patch_codes)."""
+    codes = check_codes(codes, "patch codes", 4)
+    masks = check_codes(masks, "tap masks", 2)
+    if masks.shape != codes.shape[2:]:
+        raise ValueError(f"tap masks must be {codes.shape[2:]}, found {masks.shape}")
+    codebook, idx = _check_codebook(codebook, idx, codes.shape[1])
+    # int16 lanes while the worst-case count 9*C_in fits: twice the SIMD width.
+    acc_like = np.empty(0, np.int16 if 9 * codes.shape[1] <= np.iinfo(np.int16).max else np.int32)
+    rows, _ = _tiles(*codes.shape[2:])
+    return _snn_codes_kernel(np.ascontiguousarray(codes), np.ascontiguousarray(masks),
+                             codebook, idx, rows, acc_like)
+
+
+def snn_conv3x3(a, codebook, idx, stride=1):
+    """Sub-bit W/A1 conv: a int8 {-1,+1} (N, C_in, H, W), codebook uint16 (2^tau,)
+    distinct codes, idx (C_out, C_in) -> int32 (N, C_out, Ho, Wo)."""
+    a = _check_signs(a)
+    _check_codebook(codebook, idx, a.shape[1])
+    stride = check_stride(stride)
+    return snn_conv3x3_codes(patch_codes(a, stride), tap_masks(a.shape[2], a.shape[3], stride),
+                             codebook, idx)
+
+
+# ----------------------------------------------------------- SNN W/32A
+
+@njit(parallel=True, cache=True)
+def _snn_real_kernel(xp, codebook, idx, alpha, stride, ho, wo, rows):
+    n, c_in = xp.shape[0], xp.shape[1]
+    c_out = idx.shape[0]
+    n_sub = codebook.shape[0]
+    tiles = (ho + rows - 1) // rows
+    tile = rows * wo
+    out = np.empty((n, c_out, ho * wo), dtype=np.float32)
+    for task in prange(n * tiles):
+        b = task // tiles
+        y0 = (task % tiles) * rows
+        y1 = min(y0 + rows, ho)
+        m = (y1 - y0) * wo
+        taps = np.empty((9, tile), dtype=np.float32)
+        # Signed partial sums over taps 0-3 (16 patterns) and 4-8 (32 patterns):
+        # response(k) = low[k & 15] + high[k >> 4], 48 + 2^tau adds, not 9 * 2^tau.
+        low = np.empty((16, tile), dtype=np.float32)
+        high = np.empty((32, tile), dtype=np.float32)
+        resp = np.empty((n_sub, tile), dtype=np.float32)
+        acc = np.zeros((c_out, tile), dtype=np.float32)
+        two = np.float32(2)  # a float32 constant keeps the adds in float32
+        for i in range(c_in):
+            for j in range(9):
+                for y in range(y0, y1):
+                    src = xp[b, i, y * stride + j // 3]
+                    base = (y - y0) * wo
+                    for x in range(wo):
+                        taps[j, base + x] = src[x * stride + j % 3]
+            for p in range(m):
+                low[0, p] = -(taps[0, p] + taps[1, p] + taps[2, p] + taps[3, p])
+                high[0, p] = -(taps[4, p] + taps[5, p] + taps[6, p] + taps[7, p] + taps[8, p])
+            for pat in range(1, 32):
+                bit = 0
+                while not (pat >> bit) & 1:
+                    bit += 1
+                rest = pat & (pat - 1)
+                if pat < 16:
+                    for p in range(m):
+                        low[pat, p] = low[rest, p] + two * taps[bit, p]
+                for p in range(m):
+                    high[pat, p] = high[rest, p] + two * taps[4 + bit, p]
+            for s in range(n_sub):
+                lo = low[codebook[s] & 15]
+                hi = high[codebook[s] >> 4]
+                for p in range(m):
+                    resp[s, p] = lo[p] + hi[p]
+            for o in range(c_out):
+                row = resp[idx[o, i]]
+                for p in range(m):
+                    acc[o, p] += row[p]
+        r0 = y0 * wo
+        for o in range(c_out):
+            for p in range(m):
+                out[b, o, r0 + p] = alpha[o] * acc[o, p]
+    return out.reshape(n, c_out, ho, wo)
+
+
+def snn_conv3x3_real(x, codebook, idx, alpha, stride=1):
+    """Sub-bit W / real A conv: x float32 (N, C_in, H, W), weights
+    alpha[o] * K[idx[o, i]] -> float32 (N, C_out, Ho, Wo)."""
+    x = _check_float32(x, "x")
+    codebook, idx = _check_codebook(codebook, idx, x.shape[1])
+    alpha = np.asarray(alpha)
+    if alpha.dtype.kind != "f" or alpha.shape != (idx.shape[0],):
+        raise ValueError(f"alpha must be floating ({idx.shape[0]},), found {alpha.dtype} {alpha.shape}")
+    stride = check_stride(stride)
+    n, c, h, w = x.shape
+    return _snn_real_kernel(pad_nchw(x, 1), codebook, idx, alpha.astype(np.float32), stride,
+                            output_size(h, stride), output_size(w, stride), _tiles(
+                                output_size(h, stride), output_size(w, stride))[0])
+
+
+# ------------------------------------------------------------ float, thresholds
+
+def float_conv3x3(x, w, stride=1):
+    """float32 reference (im2col + BLAS): x (N, C_in, H, W), w (C_out, C_in, 3, 3)."""
+    x = _check_float32(x, "x")
+    w = np.asarray(w)
+    if w.dtype != np.float32 or w.ndim != 4 or w.shape[1:] != (x.shape[1], 3, 3):
+        raise ValueError(f"w must be float32 (C_out, {x.shape[1]}, 3, 3), found {w.dtype} {w.shape}")
+    return conv2d_forward(x, w, check_stride(stride), padding=1)[0]
+
+
+def apply_thresholds(sums, thresh, flip):
+    """Bits uint8 (1 = +1): sums >= thresh[o], or sums <= thresh[o] where flip[o].
+
+    sums: integer (N, C, H, W); thresh: integer (C,); flip: bool (C,).
+    """
+    sums = np.asarray(sums)
+    thresh = np.asarray(thresh)
+    flip = np.asarray(flip)
+    if sums.ndim != 4 or sums.dtype.kind not in "iu":
+        raise ValueError(f"sums must be an integer (N, C, H, W) array, found {sums.dtype} {sums.shape}")
+    c = sums.shape[1]
+    if thresh.shape != (c,) or thresh.dtype.kind not in "iu":
+        raise ValueError(f"thresh must be integer ({c},), found {thresh.dtype} {thresh.shape}")
+    if flip.shape != (c,) or flip.dtype != bool:
+        raise ValueError(f"flip must be bool ({c},), found {flip.dtype} {flip.shape}")
+    t = thresh.astype(np.int64)[:, None, None]
+    bits = np.where(flip[:, None, None], sums <= t, sums >= t)
+    return bits.astype(np.uint8)
+
+
+# ------------------------------------------------------------ validation
+
+def _check_signs(a):
+    """dtype and shape only: packing (bitpack.signs_to_bits) checks the values."""
+    a = check_nchw(a, "a")
+    if a.dtype != np.int8:
+        raise ValueError(f"a must be int8 in {{-1, +1}}, found dtype {a.dtype}")
+    return a
+
+
+def _check_float32(x, name):
+    x = check_nchw(x, name)
+    if x.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, found dtype {x.dtype}")
+    return x
+
+
+def _check_channels(a, c_in, name):
+    if a.shape[1] != c_in:
+        raise ValueError(f"{name} expects {c_in} input channels, activations have {a.shape[1]}")
+
+
+def _check_codebook(codebook, idx, c_in):
+    """Validate (codebook, idx) against c_in; return them contiguous for numba."""
+    codebook = check_codes(codebook, "codebook", 1)
+    n_sub = codebook.shape[0]
+    if n_sub < 2 or n_sub & (n_sub - 1) or n_sub > NUM_KERNELS:
+        raise ValueError(f"codebook must hold 2**tau codes (tau 1..9), found {n_sub}")
+    if np.unique(codebook).size != n_sub:
+        raise ValueError(f"codebook codes must be distinct, found duplicates in {codebook.tolist()}")
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu" or idx.ndim != 2 or idx.shape[1] != c_in or idx.shape[0] == 0:
+        raise ValueError(f"idx must be an integer (C_out, {c_in}) array, found {idx.dtype} {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n_sub:
+        raise ValueError(f"idx must lie in [0, {n_sub}), found {idx.min()}..{idx.max()}")
+    return np.ascontiguousarray(codebook), np.ascontiguousarray(idx, dtype=np.int32)
