@@ -115,12 +115,12 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_snn_kernel_switches_to_int32_counts_for_wide_layers():
-    # 9 * 3700 mismatches overflow int16: the kernel must widen its counts
+    # all-+1 input, all--1 kernels: 9 * 3700 mismatches at the centre overflow int16
     c_in = 3700
-    a = np.ones((1, c_in, 1, 1), np.int8)
+    a = np.ones((1, c_in, 3, 3), np.int8)
     codebook = np.array([0, 511], np.uint16)
-    idx = np.zeros((1, c_in), np.int64)  # every kernel is all -1: centre tap gives -1 each
+    idx = np.zeros((1, c_in), np.int64)
     out = popcount.snn_conv3x3(a, codebook, idx)
     expected = reference(a, codes_to_kernels(codebook[idx]), 1).astype(np.int32)
     np.testing.assert_array_equal(out, expected)
-    assert out[0, 0, 0, 0] == -c_in
+    assert out[0, 0, 1, 1] == -9 * c_in
