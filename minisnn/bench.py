@@ -23,8 +23,124 @@ def main(argv=None):
         print()
 
 
+# ----------------------------------------------------------------- kernels
+
+KERNEL_LAYERS = (  # (name, channels, spatial size, uses --large-batch)
+    ("resnet20 16->16 32x32", 16, 32, False),
+    ("resnet20 32->32 16x16", 32, 16, False),
+    ("resnet20 64->64 8x8", 64, 8, False),
+    ("imagenet 256->256 14x14", 256, 14, True),
+)
+
+
+def _median_ms(fn, repeats):
+    """Median wall time of fn() in ms over ``repeats`` runs after one warm-up (numba compile)."""
+    import time
+
+    import numpy as np
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def _model_throughput(args):
+    """Hook for whole-model images/s (float vs integer ResNet-20).
+
+    Needs the compiled integer engine (minisnn.compile); until that exists
+    nothing is measured and the result says so (None), nothing is faked.
+    """
+    return None
+
+
+def _bench_kernel_layer(name, channels, size, batch, taus, repeats, rng):
+    import numpy as np
+
+    from . import bitpack, popcount
+    from .subbit import codes_to_kernels
+
+    a = rng.choice(np.array([-1, 1], dtype=np.int8), size=(batch, channels, size, size))
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    codes = rng.integers(0, 512, (channels, channels)).astype(np.uint16)
+    weights = codes_to_kernels(codes)
+    a_packed = bitpack.pack_activations(a)
+    w_packed = bitpack.pack_weights(codes)
+    row = {"layer": name, "c_in": channels, "c_out": channels, "size": size, "batch": batch}
+    row["float_ms"] = _median_ms(lambda: popcount.float_conv3x3(x, weights), repeats)
+    row["pack_activations_ms"] = _median_ms(lambda: bitpack.pack_activations(a), repeats)
+    row["patch_codes_ms"] = _median_ms(lambda: bitpack.patch_codes(a), repeats)
+    row["bnn_ms"] = _median_ms(
+        lambda: popcount.bnn_conv3x3_packed(a_packed, w_packed, channels), repeats)
+    row["bnn_speedup"] = row["float_ms"] / row["bnn_ms"]
+    patches = bitpack.patch_codes(a)
+    masks = bitpack.tap_masks(size, size)
+    alpha = np.ones(channels, np.float32)
+    row["tau"] = {}
+    for tau in taus:
+        codebook = rng.choice(512, 2**tau, replace=False).astype(np.uint16)
+        idx = rng.integers(0, 2**tau, (channels, channels))
+        snn_ms = _median_ms(lambda: popcount.snn_conv3x3_codes(patches, masks, codebook, idx), repeats)
+        real_ms = _median_ms(lambda: popcount.snn_conv3x3_real(x, codebook, idx, alpha), repeats)
+        row["tau"][tau] = {
+            "snn_a1_ms": snn_ms, "snn_a1_speedup": row["float_ms"] / snn_ms,
+            "snn_a1_vs_bnn": row["bnn_ms"] / snn_ms,
+            "dot_op_ratio": channels / 2**tau,  # BNN Dot9s per SNN Dot9
+            "snn_32a_ms": real_ms, "snn_32a_speedup": row["float_ms"] / real_ms,
+            "mac_ratio_32a": 9 * channels / (9 * 2**tau + channels),
+        }
+    return row
+
+
+def _print_kernel_table(rows):
+    print(f"{'layer':<26}{'kernel':<14}{'ms':>9}{'x float':>9}{'x BNN':>8}{'op ratio':>10}")
+    for r in rows:
+        print(f"{r['layer']:<26}{'float32':<14}{r['float_ms']:9.2f}")
+        print(f"{'  batch %d' % r['batch']:<26}{'pack acts':<14}{r['pack_activations_ms']:9.2f}")
+        print(f"{'':<26}{'patch codes':<14}{r['patch_codes_ms']:9.2f}")
+        print(f"{'':<26}{'BNN W1/A1':<14}{r['bnn_ms']:9.2f}{r['bnn_speedup']:9.2f}")
+        for tau, t in r["tau"].items():
+            print(f"{'':<26}{'SNN A1 t=%d' % tau:<14}{t['snn_a1_ms']:9.2f}{t['snn_a1_speedup']:9.2f}"
+                  f"{t['snn_a1_vs_bnn']:8.2f}{t['dot_op_ratio']:10.2f}")
+            print(f"{'':<26}{'SNN 32A t=%d' % tau:<14}{t['snn_32a_ms']:9.2f}{t['snn_32a_speedup']:9.2f}"
+                  f"{'':>8}{t['mac_ratio_32a']:10.2f}")
+    print("x float / x BNN: speed-up (time ratio); op ratio: BNN/SNN Dot9 count (A1) or "
+          "float/SNN MAC count (32A).")
+
+
+def _run_kernels(args):
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    rows = [_bench_kernel_layer(name, channels, size, args.large_batch if large else args.batch,
+                                args.taus, args.repeats, rng)
+            for name, channels, size, large in KERNEL_LAYERS]
+    throughput = _model_throughput(args)
+    if not args.json:
+        _print_kernel_table(rows)
+        print("whole-model images/s:", "not measured (hook _model_throughput awaits the integer "
+              "engine)" if throughput is None else throughput)
+    return {"layers": rows, "repeats": args.repeats, "model_images_per_s": throughput}
+
+
+def _register_kernels(sub):
+    p = sub.add_parser("kernels", help="popcount kernels vs the float32 conv",
+                       description="Median times of the float32 im2col conv, the BNN "
+                                   "XNOR-popcount kernel and the sub-bit W/A1 and W/32A "
+                                   "kernels on ResNet-20 and ImageNet-like layer shapes.")
+    p.add_argument("--batch", type=int, default=128, help="batch for the ResNet-20 layers")
+    p.add_argument("--large-batch", type=int, default=16, help="batch for the 256-channel layer")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per kernel (median)")
+    p.add_argument("--taus", type=int, nargs="+", default=[4, 5, 6], help="codebook sizes 2**tau")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and codebooks")
+    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    return "kernels", _run_kernels
+
 # Each entry adds its subparser and returns (name, run(args) -> JSON-able result).
-REGISTRY = []
+REGISTRY = [_register_kernels]
 
 if __name__ == "__main__":
     main()
