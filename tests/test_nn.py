@@ -34,7 +34,7 @@ def test_conv2d_matches_direct_loops(rng):
 
 def test_conv2d_rejects_wrong_channels(rng):
     conv = nn.Conv2d(3, 4, 3, 1, 1, rng=rng)
-    with pytest.raises(ValueError, match="2 channels"):
+    with pytest.raises(ValueError, match="has 2 channels"):
         conv.forward(np.zeros((1, 2, 5, 5), np.float32))
 
 
