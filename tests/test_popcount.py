@@ -115,8 +115,8 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_snn_kernel_switches_to_int32_counts_for_wide_layers():
-    # all-+1 input, all--1 kernels: 9 * 3700 mismatches at the centre overflow int16
-    c_in = 3700
+    # all-+1 input, all--1 kernels: 9 * 7300 mismatches at the centre overflow uint16
+    c_in = 7300
     a = np.ones((1, c_in, 3, 3), np.int8)
     codebook = np.array([0, 511], np.uint16)
     idx = np.zeros((1, c_in), np.int64)
