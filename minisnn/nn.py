@@ -225,46 +225,51 @@ class BatchNorm2d(Module):
         self.cache = None
 
     def forward(self, x):
-        gamma = self.weight.data[:, None, None]
-        beta = self.bias.data[:, None, None]
+        dtype = x.dtype
         if self.training:
-            m = x.shape[0] * x.shape[2] * x.shape[3]
-            mean = x.mean(axis=(0, 2, 3))
-            xc = x - mean[:, None, None]
-            var = np.einsum("nchw,nchw->c", xc, xc) / m
-            inv_std = 1.0 / np.sqrt(var + self.eps)
-            xhat = xc * inv_std[:, None, None].astype(x.dtype)
+            n, _, h, w = x.shape
+            m = n * h * w
+            mean, var = F.batch_stats(x)
             mom = self.momentum
-            self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(self.running_mean.dtype)
+            self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(dtype)
             self.running_var = ((1 - mom) * self.running_var
-                                + mom * var * m / max(m - 1, 1)).astype(self.running_var.dtype)
+                                + mom * var * m / max(m - 1, 1)).astype(dtype)
         else:
-            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            xhat = (x - self.running_mean[:, None, None]) * inv_std[:, None, None]
-        self.cache = (xhat, inv_std, self.training)
-        return (gamma * xhat + beta).astype(x.dtype, copy=False)
+            mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        scale = self.weight.data * inv_std
+        shift = self.bias.data - mean * scale
+        out = np.empty_like(x)
+        F.channel_affine(x, scale.astype(dtype), shift.astype(dtype), out)
+        # x itself is kept (not xhat): the backward recomputes xhat on the fly
+        self.cache = (x, mean, inv_std, self.training)
+        return out
 
     def backward(self, dout):
-        xhat, inv_std, training = self.cache
+        x, mean, inv_std, training = self.cache
         self.cache = None
-        dbeta = dout.sum(axis=(0, 2, 3))
-        dgamma = np.einsum("nchw,nchw->c", dout, xhat)
-        self.weight.grad += dgamma
-        self.bias.grad += dbeta
-        k = (self.weight.data * inv_std).astype(dout.dtype)[:, None, None]
+        dout = np.ascontiguousarray(dout)
+        dbeta, dgamma = F.bn_backward_sums(dout, x, mean, inv_std)
+        self.weight.grad += dgamma.astype(dout.dtype)
+        self.bias.grad += dbeta.astype(dout.dtype)
+        gamma = self.weight.data.astype(np.float64)
+        dx = np.empty_like(dout)
         if not training:  # eval mode: a fixed affine map
-            return dout * k
-        m = dout.shape[0] * dout.shape[2] * dout.shape[3]
-        return k * (dout - (dbeta / m)[:, None, None] - xhat * (dgamma / m)[:, None, None])
+            k = gamma * inv_std
+            F.channel_affine(dout, k.astype(dout.dtype), np.zeros_like(k, dout.dtype), dx)
+            return dx
+        F.bn_backward_dx(dout, x, mean, inv_std, gamma, dbeta, dgamma, dx)
+        return dx
 
 
 class ReLU(Module):
     def forward(self, x):
-        self.cache = x > 0
-        return x * self.cache
+        out = np.maximum(x, 0)
+        self.cache = out
+        return out
 
     def backward(self, dout):
-        return dout * self.cache
+        return np.where(self.cache > 0, dout, 0).astype(dout.dtype, copy=False)
 
 
 class Hardtanh(Module):
