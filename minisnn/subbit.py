@@ -1,13 +1,32 @@
-"""Sub-bit convolution: the space of 512 binary 3x3 kernels and its codes.
+"""Sub-bit convolution: the 512-kernel code space, per-layer codebooks and SubBitConv2d.
 
 Kernel code convention (../shared/SNN-METHOD.md, used everywhere, RTL too):
 code(k) = sum_j b_j 2^j with j = 3*row + col and b_j = 1 for +1, 0 for -1.
+
+Gradient convention (the same as quant.py): with B the binarized kernel
+before scaling and Wq = alpha[o] * B the conv weight, dL/dB = alpha[o] *
+dL/dWq (alpha a constant). The latent weights receive dL/dB masked by the
+clip straight-through estimator; a codebook entry receives the plain sum of
+dL/dB over the kernels assigned to it (no mask: P is clamped to [-3, 3]).
+
+Update protocol (the training loop's side): after every optimizer step the
+loop calls ``m.after_update()`` on every module that defines it. Here only
+:class:`Codebook` does: it counts steps in a buffer (so a checkpoint resumes
+the schedule exactly), re-derives the binary kernels from P with the sign
+memory, replaces duplicates and clamps P. Step ``t`` (counted from 0) is a
+refinement step, whose backward feeds P, when ``t % period == period - 1``.
 """
 
 import numpy as np
 
+from .nn import Module, Parameter
+from .quant import BinaryConv2d, QuantConv2d, clip_ste_grad, weight_scale
+
 NUM_KERNELS = 512
 _BIT_WEIGHTS = (1 << np.arange(9)).astype(np.int64)
+INITS = ("random", "frequent")
+P_CLAMP = 3.0  # |P| <= 3 after every update
+SIGN_MEMORY = 1e-3  # entries with |P| below this keep their previous sign
 
 
 def codes_to_kernels(codes, dtype=np.float32):
@@ -29,3 +48,250 @@ def kernels_to_codes(kernels):
 
 
 ALL_KERNELS = codes_to_kernels(np.arange(NUM_KERNELS))  # (512, 3, 3), row s has code s
+
+
+# -- nearest-kernel assignment ------------------------------------------------
+def _exact_rows(w):
+    """Rows (n, 9) of float64 whose signed sums are all exact in float64.
+
+    Every value is a multiple of 2^q (q its lowest set bit) and below 2^e in
+    magnitude; a signed sum of 9 such values is below 2^(emax + 4), so if
+    emax + 4 - qmin <= 53 every partial sum, in any order, is exact.
+    """
+    frac, exp = np.frexp(w)
+    mant = (frac * 2.0 ** 53).astype(np.int64)  # exact: |frac| < 1 has 53 bits
+    low = mant & -mant
+    nonzero = mant != 0
+    low_exp = exp - 53 + np.log2(np.where(nonzero, low, 1)).astype(np.int64)
+    emax = np.where(nonzero, exp, -10 ** 6).max(axis=1)
+    qmin = np.where(nonzero, low_exp, 10 ** 6).min(axis=1)
+    return ~nonzero.any(axis=1) | (emax + 4 - qmin <= 53)
+
+
+def _exact_argmax(w_row, kernels):
+    """Lowest s maximising w . K_s in exact integer arithmetic (rare fallback)."""
+    frac, exp = np.frexp(w_row)
+    mant = [int(m) for m in (frac * 2.0 ** 53).astype(np.int64)]
+    base = int(exp.min()) - 53
+    ints = [m << (int(e) - 53 - base) for m, e in zip(mant, exp)]
+    best, best_score = 0, None
+    for s, k in enumerate(kernels.astype(np.int64).tolist()):
+        score = sum(i if b > 0 else -i for i, b in zip(ints, k))
+        if best_score is None or score > best_score:
+            best, best_score = s, score
+    return best
+
+
+def nearest_kernels(w, kernels):
+    """idx[r] = argmin_s ||w[r] - K_s||_2 with ties to the lowest s, exactly.
+
+    ``w`` (n, 9) real kernels, ``kernels`` (S, 9) of +-1. Since ||K_s||^2 = 9,
+    the nearest kernel maximises w . K_s: one float64 GEMM. The result is
+    exact, not just up to rounding: a row whose best score is more than the
+    worst-case float64 summation error (2^-49 * sum|w|, twice) ahead of all
+    others is decided; a row with near-ties is decided by the same GEMM when
+    its sums are provably exact (see :func:`_exact_rows`), else in integer
+    arithmetic (only rows spanning more than ~2^25 in magnitude get there).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    k = np.asarray(kernels, dtype=np.float64)
+    scores = w @ k.T
+    best = scores.argmax(axis=1)
+    top = scores[np.arange(len(w)), best]
+    err = np.abs(w).sum(axis=1) * 2.0 ** -49
+    near = (scores >= (top - 2 * err)[:, None]).sum(axis=1) > 1
+    if near.any():
+        rows = np.flatnonzero(near)
+        for r in rows[~_exact_rows(w[rows])]:
+            best[r] = _exact_argmax(w[r], k)
+    return best
+
+
+# -- codebook -----------------------------------------------------------------
+class Codebook(Module):
+    """2^tau distinct binary 3x3 kernels of one layer, with refinement.
+
+    State (all in ``state_dict``): ``weight`` the real parameters P
+    (2^tau, 9), initialised to the +-1 kernels themselves (the clamp [-3, 3]
+    and the 1e-3 sign memory are on that scale, and P = K makes the entry's
+    real value start where its binary value is); ``codes`` (uint16) the
+    current binary kernels, which is also the sign memory; ``seed`` for the
+    duplicate replacements, drawn per step as ``default_rng([seed, step])``
+    so no generator state needs saving; ``step`` the update counter.
+    """
+
+    def __init__(self, tau, rng, refine=True, period=25):
+        if not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
+            raise ValueError(f"codebook tau must be an integer in 1..9, found {tau!r}")
+        if not (isinstance(period, (int, np.integer)) and period >= 1):
+            raise ValueError(f"codebook refinement period must be an integer >= 1, found {period!r}")
+        self.tau, self.refine, self.period = int(tau), bool(refine), int(period)
+        self.size = 1 << self.tau
+        codes = np.sort(rng.choice(NUM_KERNELS, self.size, replace=False))
+        self.weight = Parameter(codes_to_kernels(codes).reshape(self.size, 9), decay=False)
+        self.register_buffer("codes", codes.astype(np.uint16))
+        self.register_buffer("seed", np.array(rng.integers(0, 2 ** 62), dtype=np.int64))
+        self.register_buffer("step", np.array(0, dtype=np.int64))
+        self.after_load()
+
+    def after_load(self):
+        self.kernels = codes_to_kernels(self.codes).reshape(self.size, 9)  # float32 +-1 cache
+
+    def set_codes(self, codes):
+        """Replace the codebook by ``codes`` (2^tau distinct codes); P = the kernels."""
+        codes = np.asarray(codes)
+        if codes.shape != (self.size,) or len(np.unique(codes)) != self.size:
+            raise ValueError(f"codebook needs {self.size} distinct codes, found shape "
+                             f"{codes.shape} with {len(np.unique(codes))} distinct")
+        self.codes = codes.astype(np.uint16)
+        self.after_load()
+        self.weight.data = self.kernels.astype(self.weight.data.dtype)
+
+    def init_frequent(self, kernel_codes):
+        """The 2^tau most frequent of ``kernel_codes`` (ties: lowest code), sorted by code."""
+        counts = np.bincount(np.asarray(kernel_codes, dtype=np.int64).ravel(),
+                             minlength=NUM_KERNELS)
+        order = np.lexsort((np.arange(NUM_KERNELS), -counts))  # by count desc, then code
+        self.set_codes(np.sort(order[:self.size]))
+
+    def assign(self, w):
+        """Nearest codebook entry of each real kernel: (..., 3, 3) -> uint16 (...)."""
+        w = np.asarray(w)
+        return nearest_kernels(w.reshape(-1, 9), self.kernels).astype(np.uint16) \
+            .reshape(w.shape[:-2])
+
+    def refining(self):
+        """Whether the current step's backward feeds P."""
+        return self.refine and int(self.step) % self.period == self.period - 1
+
+    def accumulate_grad(self, idx, dB):
+        """P.grad[s] += sum of dB[r] over rows r with idx[r] == s (dB is (n, 9))."""
+        flat = (idx.astype(np.int64).reshape(-1, 1) * 9 + np.arange(9)).ravel()
+        g = np.bincount(flat, weights=dB.reshape(-1), minlength=self.size * 9)
+        self.weight.grad += g.reshape(self.size, 9).astype(self.weight.grad.dtype)
+
+    def after_update(self):
+        """After an optimizer step: clamp P, signs with memory, replace duplicates."""
+        step = int(self.step)
+        self.step = np.array(step + 1, dtype=np.int64)
+        p = self.weight.data
+        np.clip(p, -P_CLAMP, P_CLAMP, out=p)
+        bits = np.where(np.abs(p) < SIGN_MEMORY, self.kernels > 0, p >= 0)
+        codes = bits.astype(np.int64) @ _BIT_WEIGHTS
+        # Of entries sharing a pattern keep one that already had it (else the
+        # lowest index); the others get fresh kernels not in the codebook.
+        changed = codes != self.codes
+        order = np.lexsort((np.arange(self.size), changed, codes))
+        dup = np.sort(order[1:][codes[order][1:] == codes[order][:-1]])
+        if dup.size:
+            rng = np.random.default_rng([int(self.seed), step])
+            free = np.setdiff1d(np.arange(NUM_KERNELS), codes)
+            codes[dup] = rng.choice(free, dup.size, replace=False)
+            p[dup] = codes_to_kernels(codes[dup]).reshape(-1, 9)
+        self.codes = codes.astype(np.uint16)
+        self.after_load()
+
+
+# -- the layer ------------------------------------------------------------------
+class SubBitConv2d(QuantConv2d):
+    """3x3 conv (padding 1) whose kernels come from a per-layer codebook.
+
+    Forward weight: alpha[o] * K[idx[o, i]] with alpha = mean|W[o]| and idx
+    the nearest codebook kernel of each latent kernel W[o, i]. Backward:
+    dL/dB = alpha * dL/dWq reaches W through the clip STE (as BinaryConv2d),
+    and on refinement steps the codebook's P as a per-entry sum.
+
+    Exact zeros: ties go to the lowest codebook index (the spec), so a latent
+    weight of exactly 0 may map to -1 where BinaryConv2d's sign() gives +1.
+    With tau = 9 the random codebook is all 512 kernels sorted by code, so
+    index = code and a zero maps to -1; away from exact zeros the layer equals
+    BinaryConv2d bit for bit.
+
+    ``snn_options`` of the model config: ``refine`` (bool), ``period`` (int),
+    ``init`` ('random' or 'frequent'; 'frequent' starts random and must be
+    filled by :func:`init_codebooks_from` before training).
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, tau=5, binary_act=False,
+                 act_grad="approxsign", rng=None, refine=True, period=25, init="random"):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        super().__init__(in_channels, out_channels, 3, stride, 1, binary_act=binary_act,
+                         act_grad=act_grad, rng=rng)
+        if init not in INITS:
+            raise ValueError(f"unknown codebook init {init!r}, expected one of {INITS}")
+        self.tau, self.init = tau, init
+        self.codebook = Codebook(tau, rng, refine=refine, period=period)
+        self.register_buffer("idx", np.zeros((out_channels, in_channels), np.uint16))
+        self.needs_init = init == "frequent"
+        self.idx = self.codebook.assign(self.weight.data)
+
+    def after_load(self):
+        # Loaded arrays are an initialised state; idx must match them. The
+        # codebook's own hook runs after this one (parents come first).
+        self.needs_init = False
+        self.codebook.after_load()
+        self.idx = self.codebook.assign(self.weight.data)
+
+    def init_frequent(self, kernel_codes):
+        """Codebook := the 2^tau most frequent of a trained BNN layer's kernel codes."""
+        kernel_codes = np.asarray(kernel_codes)
+        if kernel_codes.shape != self.idx.shape:
+            raise ValueError(f"init_frequent: kernel codes of shape {kernel_codes.shape}, "
+                             f"expected {self.idx.shape} (c_out, c_in)")
+        self.codebook.init_frequent(kernel_codes)
+        self.needs_init = False
+        self.idx = self.codebook.assign(self.weight.data)
+
+    def kernel_codes(self):
+        """Code of the binary kernel each (o, i) uses now: (c_out, c_in) uint16."""
+        return self.codebook.codes[self.codebook.assign(self.weight.data)]
+
+    def quantize_weight(self):
+        if self.training and self.needs_init:
+            raise ValueError(f"SubBitConv2d({self.in_channels}->{self.out_channels}) has "
+                             "init='frequent' but no codebook yet: call "
+                             "subbit.init_codebooks_from(model, bnn) before training")
+        w = self.weight.data
+        self._alpha = weight_scale(w)
+        self.idx = self.codebook.assign(w)
+        k = self.codebook.kernels.astype(w.dtype)[self.idx]
+        return self._alpha[:, None, None, None] * k.reshape(w.shape)
+
+    def weight_backward(self, dwq):
+        w = self.weight.data
+        dB = dwq * self._alpha[:, None, None, None]
+        self.weight.grad += dB * clip_ste_grad(w)
+        if self.codebook.refining():
+            self.codebook.accumulate_grad(self.idx, dB.reshape(-1, 9))
+
+
+def binary_kernel_codes(module):
+    """Kernel codes (c_out, c_in) of a BinaryConv2d or SubBitConv2d as trained."""
+    if isinstance(module, SubBitConv2d):
+        return module.kernel_codes()
+    if isinstance(module, BinaryConv2d):
+        return kernels_to_codes(module.weight.data)
+    raise ValueError(f"{type(module).__name__} is not a binary conv layer")
+
+
+def init_codebooks_from(model, bnn):
+    """Fill every SubBitConv2d of ``model`` with the most frequent kernels of the
+    matching layer of ``bnn`` (a BNN model, or its state dict of latent weights
+    keyed like ``layer1.0.conv1.weight``). Returns the initialised layer names."""
+    state = bnn.state_dict() if isinstance(bnn, Module) else bnn
+    done = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, SubBitConv2d):
+            continue
+        key = f"{name}.weight"
+        if key not in state:
+            raise ValueError(f"init_codebooks_from: the BNN has no array {key!r} for layer {name!r}")
+        w = np.asarray(state[key])
+        if w.shape != mod.weight.data.shape:
+            raise ValueError(f"init_codebooks_from: BNN array {key!r} has shape {w.shape}, "
+                             f"expected {mod.weight.data.shape}")
+        mod.init_frequent(kernels_to_codes(w))
+        done.append(name)
+    if not done:
+        raise ValueError("init_codebooks_from: the model has no SubBitConv2d layer")
+    return done
