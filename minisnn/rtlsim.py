@@ -12,6 +12,7 @@ y * W + x, C_in bits per word, bit c = channel c, 1 = +1.
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -205,6 +206,53 @@ def simulate_layer(layer: BinaryConvLayer, activations, engine="snn", lanes=4, p
             text = f.read()
     sums, bits, cycles = _parse_output(text, layer, engine, lanes, runs)
     return SimResult(sums=sums, bits=bits if layer.threshold is not None else None, cycles=cycles)
+
+
+def _top_params(layer, engine, lanes, p_dot):
+    """Verilog parameters of the {engine}_layer top (tb_layer's minus ENGINE)."""
+    params = engine_params(layer, engine, lanes, p_dot)
+    del params["ENGINE"]
+    if engine == "bnn":
+        del params["TAU"], params["P_DOT"]
+    return params
+
+
+def synth_stats(layer: BinaryConvLayer, activations, engine="snn", lanes=4, p_dot=4, target="generic"):
+    """Yosys cell counts of {engine}_layer with this layer's memories.
+
+    target "generic": ``synth -flatten``, returns {"cells": n, "by_type": {...}};
+    target "ice40": ``synth_ice40``, also returns "lut", "ff", "bram", "carry".
+    The memories are real (exported) contents: an uninitialised ROM would be
+    optimised away. Raises RuntimeError with the log on any yosys error."""
+    yosys = require_tool("yosys")
+    a = _check_activations(layer, activations)
+    top = f"{engine}_layer"
+    chparam = " ".join(f"-set {k} {v}" for k, v in sorted(_top_params(layer, engine, lanes, p_dot).items()))
+    sources = " ".join(os.path.join(RTL_DIR, name) for name in ENGINE_SOURCES)
+    if target == "generic":
+        synth = f"synth -flatten -top {top}"
+    elif target == "ice40":
+        synth = f"synth_ice40 -top {top}"
+    else:
+        raise ValueError(f"target must be 'generic' or 'ice40', found {target!r}")
+    with tempfile.TemporaryDirectory(prefix="minisnn-synth-") as work:
+        export_layer(dataclasses.replace(layer, name=_TB_LAYER_NAME), work)
+        write_activations(os.path.join(work, "act.hex"), a)
+        script = f"read_verilog {sources}; chparam {chparam} {top}; {synth}; tee -q -o stat.json stat -json"
+        proc = subprocess.run([yosys, "-q", "-p", script], cwd=work, capture_output=True, text=True)
+        if proc.returncode != 0 or "ERROR" in proc.stderr or not os.path.exists(os.path.join(work, "stat.json")):
+            raise RuntimeError(f"yosys {synth} failed for layer {layer.name} ({engine}):\n{proc.stdout}\n{proc.stderr}")
+        with open(os.path.join(work, "stat.json")) as f:
+            stat = json.load(f)
+    by_type = stat["modules"][f"\\{top}"]["num_cells_by_type"] if f"\\{top}" in stat["modules"] \
+        else stat["design"]["num_cells_by_type"]
+    result = {"cells": sum(by_type.values()), "by_type": by_type}
+    if target == "ice40":
+        result["lut"] = by_type.get("SB_LUT4", 0)
+        result["ff"] = sum(n for t, n in by_type.items() if t.startswith("SB_DFF"))
+        result["bram"] = sum(n for t, n in by_type.items() if t.startswith("SB_RAM"))
+        result["carry"] = by_type.get("SB_CARRY", 0)
+    return result
 
 
 def golden(layer: BinaryConvLayer, activations, engine="snn"):

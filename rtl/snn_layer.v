@@ -40,13 +40,13 @@ module snn_layer #
     // activation memory file
     parameter ACT_FILE = "act.hex",
     // codebook memory file
-    parameter CODEBOOK_FILE = "codebook.hex",
+    parameter CODEBOOK_FILE = "layer.codebook.hex",
     // index memory file
-    parameter IDX_FILE = "idx.hex",
+    parameter IDX_FILE = "layer.idx.hex",
     // threshold memory file
-    parameter THRESH_FILE = "threshold.hex",
+    parameter THRESH_FILE = "layer.threshold.hex",
     // flip memory file
-    parameter FLIP_FILE = "flip.hex"
+    parameter FLIP_FILE = "layer.flip.hex"
 )
 (
     input  wire                clk,
@@ -236,7 +236,7 @@ wire [LANES*THR_W-1:0] thresh;
 wire [LANES-1:0]       flip;
 
 generate
-    if (HAS_THRESH) begin : thr
+    if (HAS_THRESH != 0) begin : thr
         rom #(.WIDTH(THR_W), .DEPTH(C_OUT), .ADDR_W(O_AW), .PORTS(LANES), .INIT_FILE(THRESH_FILE))
         thr_mem (.clk(clk), .addr(o_addr), .q(thresh));
         rom #(.WIDTH(1), .DEPTH(C_OUT), .ADDR_W(O_AW), .PORTS(LANES), .INIT_FILE(FLIP_FILE))
