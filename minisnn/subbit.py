@@ -10,11 +10,14 @@ clip straight-through estimator; a codebook entry receives the plain sum of
 dL/dB over the kernels assigned to it (no mask: P is clamped to [-3, 3]).
 
 Update protocol (the training loop's side): after every optimizer step the
-loop calls ``m.after_update()`` on every module that defines it. Here only
-:class:`Codebook` does: it counts steps in a buffer (so a checkpoint resumes
-the schedule exactly), re-derives the binary kernels from P with the sign
-memory, replaces duplicates and clamps P. Step ``t`` (counted from 0) is a
-refinement step, whose backward feeds P, when ``t % period == period - 1``.
+loop calls ``m.after_update()`` on every module that defines it. Here
+:class:`SubBitConv2d` does: its codebook counts steps in a buffer (so a
+checkpoint resumes the schedule exactly), re-derives the binary kernels from
+P with the sign memory, replaces duplicates and clamps P
+(:meth:`Codebook.update`, deliberately not named ``after_update`` so the loop
+cannot run it twice), then the layer re-assigns ``idx`` so the stored indices
+always match the stored weights and codebook. Step ``t`` (counted from 0) is
+a refinement step, whose backward feeds P, when ``t % period == period - 1``.
 """
 
 import numpy as np
@@ -112,15 +115,19 @@ class Codebook(Module):
     """2^tau distinct binary 3x3 kernels of one layer, with refinement.
 
     State (all in ``state_dict``): ``weight`` the real parameters P
-    (2^tau, 9), initialised to the +-1 kernels themselves (the clamp [-3, 3]
-    and the 1e-3 sign memory are on that scale, and P = K makes the entry's
-    real value start where its binary value is); ``codes`` (uint16) the
+    (2^tau, 9), initialised to ``scale`` times the +-1 kernels. The layer
+    passes the mean |W| of its initial latent weights: dL/dP_s is a sum of
+    latent-weight-sized gradients (measured ~1e-3 in ResNet-20), so at +-1
+    an entry would hardly ever flip within a CIFAR run; at the latent
+    weights' scale it moves like one of them. Kernels that enter
+    later (frequent init, duplicate replacement) start at the codebook's
+    current mean |P|. ``codes`` (uint16) the
     current binary kernels, which is also the sign memory; ``seed`` for the
     duplicate replacements, drawn per step as ``default_rng([seed, step])``
     so no generator state needs saving; ``step`` the update counter.
     """
 
-    def __init__(self, tau, rng, refine=True, period=25):
+    def __init__(self, tau, rng, refine=True, period=25, scale=1.0):
         if not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
             raise ValueError(f"codebook tau must be an integer in 1..9, found {tau!r}")
         if not (isinstance(period, (int, np.integer)) and period >= 1):
@@ -128,7 +135,8 @@ class Codebook(Module):
         self.tau, self.refine, self.period = int(tau), bool(refine), int(period)
         self.size = 1 << self.tau
         codes = np.sort(rng.choice(NUM_KERNELS, self.size, replace=False))
-        self.weight = Parameter(codes_to_kernels(codes).reshape(self.size, 9), decay=False)
+        self.weight = Parameter(np.float32(scale) * codes_to_kernels(codes).reshape(self.size, 9),
+                                decay=False)
         self.register_buffer("codes", codes.astype(np.uint16))
         self.register_buffer("seed", np.array(rng.integers(0, 2 ** 62), dtype=np.int64))
         self.register_buffer("step", np.array(0, dtype=np.int64))
@@ -138,14 +146,15 @@ class Codebook(Module):
         self.kernels = codes_to_kernels(self.codes).reshape(self.size, 9)  # float32 +-1 cache
 
     def set_codes(self, codes):
-        """Replace the codebook by ``codes`` (2^tau distinct codes); P = the kernels."""
+        """Replace the codebook by ``codes`` (2^tau distinct codes); P = mean|P| * kernels."""
         codes = np.asarray(codes)
         if codes.shape != (self.size,) or len(np.unique(codes)) != self.size:
             raise ValueError(f"codebook needs {self.size} distinct codes, found shape "
                              f"{codes.shape} with {len(np.unique(codes))} distinct")
+        p = self.weight.data
         self.codes = codes.astype(np.uint16)
         self.after_load()
-        self.weight.data = self.kernels.astype(self.weight.data.dtype)
+        self.weight.data = (np.abs(p).mean() * self.kernels).astype(p.dtype)
 
     def init_frequent(self, kernel_codes):
         """The 2^tau most frequent of ``kernel_codes`` (ties: lowest code), sorted by code."""
@@ -170,7 +179,7 @@ class Codebook(Module):
         g = np.bincount(flat, weights=dB.reshape(-1), minlength=self.size * 9)
         self.weight.grad += g.reshape(self.size, 9).astype(self.weight.grad.dtype)
 
-    def after_update(self):
+    def update(self):
         """After an optimizer step: clamp P, signs with memory, replace duplicates."""
         step = int(self.step)
         self.step = np.array(step + 1, dtype=np.int64)
@@ -187,7 +196,7 @@ class Codebook(Module):
             rng = np.random.default_rng([int(self.seed), step])
             free = np.setdiff1d(np.arange(NUM_KERNELS), codes)
             codes[dup] = rng.choice(free, dup.size, replace=False)
-            p[dup] = codes_to_kernels(codes[dup]).reshape(-1, 9)
+            p[dup] = np.abs(p).mean() * codes_to_kernels(codes[dup], p.dtype).reshape(-1, 9)
         self.codes = codes.astype(np.uint16)
         self.after_load()
 
@@ -220,7 +229,8 @@ class SubBitConv2d(QuantConv2d):
         if init not in INITS:
             raise ValueError(f"unknown codebook init {init!r}, expected one of {INITS}")
         self.tau, self.init = tau, init
-        self.codebook = Codebook(tau, rng, refine=refine, period=period)
+        self.codebook = Codebook(tau, rng, refine=refine, period=period,
+                                 scale=np.abs(self.weight.data).mean())
         self.register_buffer("idx", np.zeros((out_channels, in_channels), np.uint16))
         self.needs_init = init == "frequent"
         self.idx = self.codebook.assign(self.weight.data)
@@ -240,6 +250,10 @@ class SubBitConv2d(QuantConv2d):
                              f"expected {self.idx.shape} (c_out, c_in)")
         self.codebook.init_frequent(kernel_codes)
         self.needs_init = False
+        self.idx = self.codebook.assign(self.weight.data)
+
+    def after_update(self):
+        self.codebook.update()
         self.idx = self.codebook.assign(self.weight.data)
 
     def kernel_codes(self):
