@@ -1,4 +1,4 @@
-"""Models: CIFAR ResNet-20 in full precision, binary and sub-bit variants.
+"""Models: CIFAR ResNet-20 and ImageNet ResNet-18, full precision, binary and sub-bit.
 
 A model is described by a JSON-able config (``arch``, ``quant``, ``act``,
 ``tau``, ...) and :func:`build_model` rebuilds it from one, which is how
@@ -14,11 +14,13 @@ snn       real     W/32A     sub-bit weights (tau bits per kernel)
 snn       binary   W/1A      sub-bit weights, binary activations
 ========  =======  ========  =============================================
 
-The first conv and the classifier stay full precision in every mode.
+The first conv, the classifier and ResNet-18's 1x1 projection shortcuts
+stay full precision in every mode.
 """
 
 import numpy as np
 
+from . import functional as F
 from .nn import (BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh, Linear, Module,
                  ReLU, Sequential)
 from .quant import BinaryConv2d
@@ -62,6 +64,8 @@ def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", **snn_opti
 class ResNetCifar(Module):
     """Stem conv, three stages of basic blocks, global pool, linear."""
 
+    input_size = 32  # CIFAR images, 32x32
+
     def __init__(self, config, depth=20, widths=(16, 32, 64), num_classes=10):
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -104,6 +108,91 @@ class ResNetCifar(Module):
         return self.conv1.backward(self.bn1.backward(self.act1.backward(dout)))
 
 
+class MaxPool2d(Module):
+    """k x k max pooling; padding never wins (it counts as -inf), the gradient
+    goes to the first maximum of each window."""
+
+    def __init__(self, kernel_size=3, stride=2, padding=1):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        k, p = self.kernel_size, self.padding
+        xp = np.pad(x.reshape(n * c, 1, h, w), ((0, 0), (0, 0), (p, p), (p, p)),
+                    constant_values=-np.inf)
+        cols, (ho, wo) = F.im2col(xp, k, k, self.stride, 0)
+        arg = cols.argmax(axis=0)
+        self.cache = (x.shape, xp.shape, arg)
+        return cols[arg, np.arange(cols.shape[1])].reshape(n, c, ho, wo)
+
+    def backward(self, dout):
+        x_shape, xp_shape, arg = self.cache
+        k, p = self.kernel_size, self.padding
+        dcols = np.zeros((k * k, arg.size), dtype=dout.dtype)
+        dcols[arg, np.arange(arg.size)] = dout.reshape(-1)
+        dxp = F.col2im(dcols, xp_shape, k, k, self.stride, 0)
+        h, w = x_shape[2:]
+        return np.ascontiguousarray(dxp[:, 0, p:p + h, p:p + w]).reshape(x_shape)
+
+
+class ProjectionBlock(BasicBlock):
+    """Basic block whose shape-changing shortcut is a full-precision 1x1 conv
+    + batch norm (He et al.'s option B, as in ImageNet ResNet-18)."""
+
+    def __init__(self, in_planes, planes, stride, conv, act, double_shortcut=False, rng=None):
+        super().__init__(in_planes, planes, stride, conv, act, double_shortcut)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = Sequential(Conv2d(in_planes, planes, 1, stride, 0, rng=rng),
+                                       BatchNorm2d(planes))
+
+
+class ResNetImageNet(Module):
+    """ImageNet ResNet: 7x7 stride-2 stem, 3x3 stride-2 max pool, four stages
+    of basic blocks with projection shortcuts, global pool, linear."""
+
+    input_size = 224
+
+    def __init__(self, config, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=1000):
+        self.config = config
+        rng = np.random.default_rng(config.get("seed", 0))
+        conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
+                               config.get("act_grad", "approxsign"),
+                               **config.get("snn_options", {}))
+        binary_act = config["act"] == "binary"
+        act = Hardtanh if binary_act else ReLU
+        self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng)
+        self.bn1 = BatchNorm2d(widths[0])
+        self.act1 = act()
+        self.maxpool = MaxPool2d(3, 2, 1)
+        in_planes = widths[0]
+        for s, (n_blocks, planes) in enumerate(zip(blocks, widths)):
+            stage = []
+            for b in range(n_blocks):
+                stride = 2 if (s > 0 and b == 0) else 1
+                stage.append(ProjectionBlock(in_planes, planes, stride, conv, act,
+                                             double_shortcut=binary_act, rng=rng))
+                in_planes = planes
+            setattr(self, f"layer{s + 1}", Sequential(*stage))
+        self.pool = GlobalAvgPool2d()
+        self.fc = Linear(in_planes, num_classes, rng=rng)
+
+    def stages(self):
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward(self, x):
+        x = self.maxpool.forward(self.act1.forward(self.bn1.forward(self.conv1.forward(x))))
+        for stage in self.stages():
+            x = stage.forward(x)
+        return self.fc.forward(self.pool.forward(x))
+
+    def backward(self, dout):
+        dout = self.pool.backward(self.fc.backward(dout))
+        for stage in reversed(self.stages()):
+            dout = stage.backward(dout)
+        dout = self.act1.backward(self.maxpool.backward(dout))
+        return self.conv1.backward(self.bn1.backward(dout))
+
+
 def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,
              act_grad="approxsign", **snn_options):
     """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 blocks, 16/32/64 channels."""
@@ -112,7 +201,16 @@ def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,
     return build_model(config)
 
 
-ARCHS = {"resnet20": dict(depth=20, widths=(16, 32, 64))}
+def resnet18(quant="fp", act="real", tau=None, seed=0, num_classes=1000,
+             act_grad="approxsign", **snn_options):
+    """ImageNet ResNet-18 (He et al. 2016): 2-2-2-2 basic blocks, 64/128/256/512 channels."""
+    config = {"arch": "resnet18", "quant": quant, "act": act, "tau": tau, "seed": seed,
+              "num_classes": num_classes, "act_grad": act_grad, "snn_options": snn_options}
+    return build_model(config)
+
+
+ARCHS = {"resnet20": (ResNetCifar, dict(depth=20, widths=(16, 32, 64))),
+         "resnet18": (ResNetImageNet, dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)))}
 
 
 def build_model(config):
@@ -120,4 +218,5 @@ def build_model(config):
     arch = config.get("arch")
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
-    return ResNetCifar(config, num_classes=config.get("num_classes", 10), **ARCHS[arch])
+    cls, kwargs = ARCHS[arch]
+    return cls(config, num_classes=config.get("num_classes", 10), **kwargs)
