@@ -25,15 +25,15 @@ from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_s
 from .functional import conv2d_forward, pad_nchw
 from .subbit import NUM_KERNELS
 
-# Positions per work tile: a tile's accumulators (C_out x tile) and its
-# shared table (2^tau x tile) stay in L1/L2 while all input channels stream.
-TILE_POSITIONS = 128
 # Sub-bit W/A1: a compile-time tile width lets LLVM unroll the lane adds
-# into straight vector code (128 uint8 = 4 AVX2 registers); A1_BLOCK input
+# into straight vector code (256 uint8 = 8 AVX2 registers); A1_BLOCK input
 # channels of at most 9 mismatches each still fit a uint8 (28 * 9 = 252).
-A1_TILE = 128
+A1_TILE = 256
 A1_BLOCK = 28
 A1_GROUP = 4  # the kernel body reads exactly 4 tables per pass
+# Sub-bit W/32A: same scheme in float32, 64 positions (8 AVX2 registers).
+REAL_TILE = 64
+REAL_GROUP = 4
 
 
 @intrinsic
@@ -46,12 +46,6 @@ def _popcount(typingctx, x):
         return builder.ctpop(args[0])
 
     return x(x), codegen
-
-
-def _tiles(ho, wo):
-    """Split an output plane into row-aligned tiles: (rows per tile, tiles per image)."""
-    rows = max(1, min(ho, TILE_POSITIONS // wo))
-    return rows, (ho + rows - 1) // rows
 
 
 # ---------------------------------------------------------------- BNN W1/A1
@@ -144,10 +138,9 @@ def _snn_codes_kernel(codes, masks, codebook, idx, wide_like):
         # then spill into the wide counts; A1_GROUP channels per pass over the
         # lanes cut the loads/stores of the narrow counts fourfold.
         table = np.zeros((A1_GROUP, n_sub, A1_TILE), dtype=np.uint8)
-        narrow = np.empty((c_out, A1_TILE), dtype=np.uint8)
+        narrow = np.zeros((c_out, A1_TILE), dtype=np.uint8)
         wide = np.zeros((c_out, A1_TILE), dtype=wide_like.dtype)
         for i0 in range(0, c_in, A1_BLOCK):
-            narrow[:] = 0
             for g0 in range(i0, min(i0 + A1_BLOCK, c_in), A1_GROUP):
                 for g in range(A1_GROUP):
                     if g0 + g >= c_in:  # idx is padded with 0: keep row 0 all zero
@@ -168,10 +161,13 @@ def _snn_codes_kernel(codes, masks, codebook, idx, wide_like):
             for o in range(c_out):
                 for p in range(A1_TILE):
                     wide[o, p] += narrow[o, p]
+                    narrow[o, p] = 0
+        valid = np.empty(A1_TILE, dtype=np.int32)
         for p in range(m):
-            valid = c_in * np.int32(_popcount(mask[p]))
-            for o in range(c_out):
-                out[image[p], o, place[p]] = valid - 2 * np.int32(wide[o, p])
+            valid[p] = c_in * np.int32(_popcount(mask[p]))
+        for o in range(c_out):  # o-outer: writes run along each image's positions
+            for p in range(m):
+                out[image[p], o, place[p]] = valid[p] - 2 * np.int32(wide[o, p])
     return out
 
 
@@ -186,11 +182,9 @@ def snn_conv3x3_codes(codes, masks, codebook, idx):
     n, c_in, ho, wo = codes.shape
     # uint16 counts while the worst case 9*C_in fits, twice the SIMD width of int32
     wide_like = np.empty(0, np.uint16 if 9 * c_in <= np.iinfo(np.uint16).max else np.int32)
-    padded_idx = np.zeros((idx.shape[0], -(-c_in // A1_GROUP) * A1_GROUP), dtype=np.int32)
-    padded_idx[:, :c_in] = idx
     out = _snn_codes_kernel(np.ascontiguousarray(codes).reshape(n, c_in, ho * wo),
-                            np.ascontiguousarray(masks).reshape(ho * wo), codebook, padded_idx,
-                            wide_like)
+                            np.ascontiguousarray(masks).reshape(ho * wo), codebook,
+                            _pad_columns(idx, A1_GROUP), wide_like)
     return out.reshape(n, idx.shape[0], ho, wo)
 
 
@@ -207,60 +201,84 @@ def snn_conv3x3(a, codebook, idx, stride=1):
 # ----------------------------------------------------------- SNN W/32A
 
 @njit(parallel=True, cache=True)
-def _snn_real_kernel(xp, codebook, idx, alpha, stride, ho, wo, rows):
-    n, c_in = xp.shape[0], xp.shape[1]
+def _snn_real_kernel(xp, codebook, idx, alpha, stride, ho, wo):
+    n, c_in, hp, wp = xp.shape  # idx: (C_out, C_in rounded up to REAL_GROUP)
     c_out = idx.shape[0]
     n_sub = codebook.shape[0]
-    tiles = (ho + rows - 1) // rows
-    tile = rows * wo
-    out = np.empty((n, c_out, ho * wo), dtype=np.float32)
-    for task in prange(n * tiles):
-        b = task // tiles
-        y0 = (task % tiles) * rows
-        y1 = min(y0 + rows, ho)
-        m = (y1 - y0) * wo
-        taps = np.empty((9, tile), dtype=np.float32)
+    hw = ho * wo
+    total = n * hw
+    flat = xp.reshape(n, c_in, hp * wp)
+    # tap j = (j // 3, j % 3) sits at this offset from the window's top-left
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = 0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2
+    lowest = np.zeros(32, dtype=np.intp)  # index of the lowest set bit
+    for pat in range(1, 32):
+        while not (pat >> lowest[pat]) & 1:
+            lowest[pat] += 1
+    two = np.float32(2)  # a float32 constant keeps the adds in float32
+    out = np.empty((n, c_out, hw), dtype=np.float32)
+    for tile in prange((total + REAL_TILE - 1) // REAL_TILE):
+        q0 = tile * REAL_TILE
+        m = min(REAL_TILE, total - q0)
+        image = np.zeros(REAL_TILE, dtype=np.intp)
+        corner = np.zeros(REAL_TILE, dtype=np.intp)  # top-left of the window in xp
+        for p in range(m):
+            b, r = divmod(q0 + p, hw)
+            image[p] = b
+            corner[p] = (r // wo) * stride * wp + (r % wo) * stride
+        taps = np.zeros((9, REAL_TILE), dtype=np.float32)  # positions past m stay 0
         # Signed partial sums over taps 0-3 (16 patterns) and 4-8 (32 patterns):
         # response(k) = low[k & 15] + high[k >> 4], 48 + 2^tau adds, not 9 * 2^tau.
-        low = np.empty((16, tile), dtype=np.float32)
-        high = np.empty((32, tile), dtype=np.float32)
-        resp = np.empty((n_sub, tile), dtype=np.float32)
-        acc = np.zeros((c_out, tile), dtype=np.float32)
-        two = np.float32(2)  # a float32 constant keeps the adds in float32
-        for i in range(c_in):
-            for j in range(9):
-                for y in range(y0, y1):
-                    src = xp[b, i, y * stride + j // 3]
-                    base = (y - y0) * wo
-                    for x in range(wo):
-                        taps[j, base + x] = src[x * stride + j % 3]
-            for p in range(m):
-                low[0, p] = -(taps[0, p] + taps[1, p] + taps[2, p] + taps[3, p])
-                high[0, p] = -(taps[4, p] + taps[5, p] + taps[6, p] + taps[7, p] + taps[8, p])
-            for pat in range(1, 32):
-                bit = 0
-                while not (pat >> bit) & 1:
-                    bit += 1
-                rest = pat & (pat - 1)
-                if pat < 16:
-                    for p in range(m):
-                        low[pat, p] = low[rest, p] + two * taps[bit, p]
+        low = np.empty((16, REAL_TILE), dtype=np.float32)
+        high = np.empty((32, REAL_TILE), dtype=np.float32)
+        resp = np.zeros((REAL_GROUP, n_sub, REAL_TILE), dtype=np.float32)
+        acc = np.zeros((c_out, REAL_TILE), dtype=np.float32)
+        for g0 in range(0, c_in, REAL_GROUP):
+            for g in range(REAL_GROUP):
+                i = g0 + g
+                if i >= c_in:  # idx is padded with 0: keep row 0 all zero
+                    resp[g, 0] = 0
+                    continue
+                # position-outer with the 9 taps unrolled: the runs along an image
+                # row are too short for per-tap vector loops to pay
                 for p in range(m):
-                    high[pat, p] = high[rest, p] + two * taps[4 + bit, p]
-            for s in range(n_sub):
-                lo = low[codebook[s] & 15]
-                hi = high[codebook[s] >> 4]
-                for p in range(m):
-                    resp[s, p] = lo[p] + hi[p]
+                    src = corner[p]
+                    b = image[p]
+                    taps[0, p] = flat[b, i, src + t0]
+                    taps[1, p] = flat[b, i, src + t1]
+                    taps[2, p] = flat[b, i, src + t2]
+                    taps[3, p] = flat[b, i, src + t3]
+                    taps[4, p] = flat[b, i, src + t4]
+                    taps[5, p] = flat[b, i, src + t5]
+                    taps[6, p] = flat[b, i, src + t6]
+                    taps[7, p] = flat[b, i, src + t7]
+                    taps[8, p] = flat[b, i, src + t8]
+                for p in range(REAL_TILE):
+                    low[0, p] = -(taps[0, p] + taps[1, p] + taps[2, p] + taps[3, p])
+                    high[0, p] = -(taps[4, p] + taps[5, p] + taps[6, p] + taps[7, p] + taps[8, p])
+                for pat in range(1, 32):
+                    bit = lowest[pat]
+                    rest = pat & (pat - 1)
+                    if pat < 16:
+                        for p in range(REAL_TILE):
+                            low[pat, p] = low[rest, p] + two * taps[bit, p]
+                    for p in range(REAL_TILE):
+                        high[pat, p] = high[rest, p] + two * taps[4 + bit, p]
+                for s in range(n_sub):
+                    lo = codebook[s] & 15
+                    hi = codebook[s] >> 4
+                    for p in range(REAL_TILE):
+                        resp[g, s, p] = low[lo, p] + high[hi, p]
             for o in range(c_out):
-                row = resp[idx[o, i]]
-                for p in range(m):
-                    acc[o, p] += row[p]
-        r0 = y0 * wo
-        for o in range(c_out):
+                s0 = idx[o, g0]
+                s1 = idx[o, g0 + 1]
+                s2 = idx[o, g0 + 2]
+                s3 = idx[o, g0 + 3]
+                for p in range(REAL_TILE):
+                    acc[o, p] += (resp[0, s0, p] + resp[1, s1, p]) + (resp[2, s2, p] + resp[3, s3, p])
+        for o in range(c_out):  # o-outer: writes run along each image's positions
             for p in range(m):
-                out[b, o, r0 + p] = alpha[o] * acc[o, p]
-    return out.reshape(n, c_out, ho, wo)
+                out[image[p], o, q0 + p - image[p] * hw] = alpha[o] * acc[o, p]
+    return out
 
 
 def snn_conv3x3_real(x, codebook, idx, alpha, stride=1):
@@ -272,10 +290,11 @@ def snn_conv3x3_real(x, codebook, idx, alpha, stride=1):
     if alpha.dtype.kind != "f" or alpha.shape != (idx.shape[0],):
         raise ValueError(f"alpha must be floating ({idx.shape[0]},), found {alpha.dtype} {alpha.shape}")
     stride = check_stride(stride)
-    n, c, h, w = x.shape
-    return _snn_real_kernel(pad_nchw(x, 1), codebook, idx, alpha.astype(np.float32), stride,
-                            output_size(h, stride), output_size(w, stride), _tiles(
-                                output_size(h, stride), output_size(w, stride))[0])
+    n, c_in, h, w = x.shape
+    ho, wo = output_size(h, stride), output_size(w, stride)
+    out = _snn_real_kernel(pad_nchw(x, 1), codebook, _pad_columns(idx, REAL_GROUP),
+                           alpha.astype(np.float32), stride, ho, wo)
+    return out.reshape(n, idx.shape[0], ho, wo)
 
 
 # ------------------------------------------------------------ float, thresholds
@@ -329,6 +348,13 @@ def _check_float32(x, name):
 def _check_channels(a, c_in, name):
     if a.shape[1] != c_in:
         raise ValueError(f"{name} expects {c_in} input channels, activations have {a.shape[1]}")
+
+
+def _pad_columns(idx, group):
+    """idx with zero columns up to a multiple of ``group`` (kernels read whole groups)."""
+    padded = np.zeros((idx.shape[0], -(-idx.shape[1] // group) * group), dtype=np.int32)
+    padded[:, :idx.shape[1]] = idx
+    return padded
 
 
 def _check_codebook(codebook, idx, c_in):
