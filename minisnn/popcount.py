@@ -72,9 +72,10 @@ def _bnn_kernel(a, wt, c_in, stride, ho, wo):
                     valid += 1
                     for k in range(nw):
                         aw = a[b, iy, ix, k]
-                        # contiguous over o: LLVM vectorizes the XOR-popcount
+                        # contiguous over o: LLVM vectorizes the XOR-popcount (int32
+                        # cast: int32 + uint64 would promote to float64 in numba)
                         for o in range(c_out):
-                            cnt[x, o] += _popcount(aw ^ wt[dy, dx, k, o])
+                            cnt[x, o] += np.int32(_popcount(aw ^ wt[dy, dx, k, o]))
             for o in range(c_out):
                 out[b, o, y, x] = valid * c_in - 2 * cnt[x, o]
     return out
