@@ -288,10 +288,12 @@ def binary_kernel_codes(module):
     raise ValueError(f"{type(module).__name__} is not a binary conv layer")
 
 
-def init_codebooks_from(model, bnn):
+def init_codebooks_from(model, bnn, source="BNN"):
     """Fill every SubBitConv2d of ``model`` with the most frequent kernels of the
     matching layer of ``bnn`` (a BNN model, or its state dict of latent weights
-    keyed like ``layer1.0.conv1.weight``). Returns the initialised layer names."""
+    keyed like ``layer1.0.conv1.weight``; binarized with sign(0) = +1).
+    ``source`` names the BNN in error messages (e.g. its checkpoint path).
+    Returns the initialised layer names."""
     state = bnn.state_dict() if isinstance(bnn, Module) else bnn
     done = []
     for name, mod in model.named_modules():
@@ -299,13 +301,14 @@ def init_codebooks_from(model, bnn):
             continue
         key = f"{name}.weight"
         if key not in state:
-            raise ValueError(f"init_codebooks_from: the BNN has no array {key!r} for layer {name!r}")
+            raise ValueError(f"{source}: no array {key!r} to initialise the codebook of "
+                             f"layer {name!r}")
         w = np.asarray(state[key])
         if w.shape != mod.weight.data.shape:
-            raise ValueError(f"init_codebooks_from: BNN array {key!r} has shape {w.shape}, "
-                             f"expected {mod.weight.data.shape}")
+            raise ValueError(f"{source}: array {key!r} has shape {w.shape}, expected "
+                             f"{mod.weight.data.shape} for layer {name!r}")
         mod.init_frequent(kernels_to_codes(w))
         done.append(name)
     if not done:
-        raise ValueError("init_codebooks_from: the model has no SubBitConv2d layer")
+        raise ValueError(f"init_codebooks_from({source}): the model has no SubBitConv2d layer")
     return done

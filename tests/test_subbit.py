@@ -339,7 +339,12 @@ def test_init_codebooks_from_bnn(rng):
     snn.forward(x)
     state = bnn.state_dict()
     del state["layer1.0.conv1.weight"]
-    with pytest.raises(ValueError, match="no array 'layer1.0.conv1.weight'"):
+    with pytest.raises(ValueError, match="bnn.npz: no array 'layer1.0.conv1.weight'"):
+        init_codebooks_from(snn, state, source="bnn.npz")
+    state = bnn.state_dict()
+    state["layer2.0.conv2.weight"] = state["layer2.0.conv2.weight"][:, :2]
+    with pytest.raises(ValueError, match=r"'layer2.0.conv2.weight' has shape \(8, 2, 3, 3\), "
+                                         r"expected \(8, 8, 3, 3\)"):
         init_codebooks_from(snn, state)
 
 
