@@ -139,8 +139,59 @@ def _register_kernels(sub):
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "kernels", _run_kernels
 
+# --------------------------------------------------------------------- rtl
+
+def _print_rtl_table(rows):
+    print(f"{'layer':<26}{'engine':<10}{'P_DOT':>6}{'sim HxW':>8}{'cycles sim':>11}{'model sim':>10}"
+          f"{'model full':>11}{'w bits':>9}{'cells':>7}{'LUT':>6}{'FF':>6}{'BRAM':>5}{'cells*cyc':>11}{'vs BNN':>7}")
+    for r in rows:
+        if r["engine"] == "bnn":
+            base = r.get("cells_x_cycles")
+        ice = r.get("ice40", {})
+        ratio = base / r["cells_x_cycles"] if base and "cells_x_cycles" in r else None
+        print(f"{r['layer']:<26}{r['engine'] + ('' if r['tau'] is None else ' t=%d' % r['tau']):<10}"
+              f"{r['p_dot'] or '-':>6}{'%dx%d' % (r['sim_size'], r['sim_size']):>8}{r['cycles_sim']:>11}"
+              f"{r['cycles_model_sim']:>10}{r['cycles_model_full']:>11}{r['weight_bits']:>9}"
+              f"{r.get('cells', '-'):>7}{ice.get('lut', '-'):>6}{ice.get('ff', '-'):>6}{ice.get('bram', '-'):>5}"
+              f"{r.get('cells_x_cycles', '-'):>11}{'%.2f' % ratio if ratio else '-':>7}")
+    print("model full: analytic cycles at the full layer size; it equals the simulation at sim HxW. "
+          "cells/LUT/FF: engine logic, memories black-boxed. vs BNN: BNN cells*cycles / this row's.")
+
+
+def _run_rtl(args):
+    import numpy as np
+
+    from . import rtlsim
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for name, channels, size, large in KERNEL_LAYERS:
+        sim_size = min(size, args.large_sim_size) if large else size
+        rows += rtlsim.bench_layer(name, channels, size, args.taus, args.lanes, sim_size, rng,
+                                   synth=not args.no_synth, ice40=not args.no_ice40)
+    if not args.json:
+        _print_rtl_table(rows)
+    return {"lanes": args.lanes, "rows": rows}
+
+
+def _register_rtl(sub):
+    p = sub.add_parser("rtl", help="simulated cycles and yosys cells of the Verilog engines",
+                       description="Icarus-simulated cycles (checked against the popcount model "
+                                   "and the analytic cycle model) and yosys cell counts of the "
+                                   "sub-bit and BNN engines in rtl/ on ResNet-20 and ImageNet-like "
+                                   "layer shapes.")
+    p.add_argument("--lanes", type=int, default=8, help="output-channel lanes of both engines")
+    p.add_argument("--taus", type=int, nargs="+", default=[4, 5, 6], help="codebook sizes 2**tau")
+    p.add_argument("--large-sim-size", type=int, default=4,
+                   help="simulated H=W of the 256-channel layer (the full size is reported by the model)")
+    p.add_argument("--no-synth", action="store_true", help="skip yosys")
+    p.add_argument("--no-ice40", action="store_true", help="skip synth_ice40 (generic synth only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random layers and images")
+    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    return "rtl", _run_rtl
+
 # Each entry adds its subparser and returns (name, run(args) -> JSON-able result).
-REGISTRY = [_register_kernels]
+REGISTRY = [_register_kernels, _register_rtl]
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ import numpy as np
 
 from minisnn import popcount
 from minisnn.compile import BinaryConvLayer
-from minisnn.export import export_layer
+from minisnn.export import export_layer, random_layer
 
 RTL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rtl")
 # synthesizable modules of both engines; the testbench top comes first
@@ -217,36 +217,48 @@ def _top_params(layer, engine, lanes, p_dot):
     return params
 
 
-def synth_stats(layer: BinaryConvLayer, activations, engine="snn", lanes=4, p_dot=4, target="generic"):
-    """Yosys cell counts of {engine}_layer with this layer's memories.
+def synth_stats(layer: BinaryConvLayer, engine="snn", lanes=4, p_dot=4, target="generic", activations=None):
+    """Yosys cell counts of {engine}_layer at this layer's parameters.
 
-    target "generic": ``synth -flatten``, returns {"cells": n, "by_type": {...}};
-    target "ice40": ``synth_ice40``, also returns "lut", "ff", "bram", "carry".
-    The memories are real (exported) contents: an uninitialised ROM would be
-    optimised away. Raises RuntimeError with the log on any yosys error."""
+    With ``activations`` the memories hold the layer's real ROM contents and
+    this image (an uninitialised ROM would be optimised away); without, the
+    rom module is a black box, so the counts are the engine's logic alone
+    ("rom_instances" says how many memories were left out).
+    target "generic": ``synth -flatten``; "ice40": ``synth_ice40``, which also
+    gives "lut", "ff", "bram", "carry". Returns {"cells", "by_type", ...};
+    RuntimeError with the log on any yosys error."""
     yosys = require_tool("yosys")
-    a = _check_activations(layer, activations)
     top = f"{engine}_layer"
     chparam = " ".join(f"-set {k} {v}" for k, v in sorted(_top_params(layer, engine, lanes, p_dot).items()))
-    sources = " ".join(os.path.join(RTL_DIR, name) for name in ENGINE_SOURCES)
     if target == "generic":
         synth = f"synth -flatten -top {top}"
     elif target == "ice40":
         synth = f"synth_ice40 -top {top}"
     else:
         raise ValueError(f"target must be 'generic' or 'ice40', found {target!r}")
+    logic = [os.path.join(RTL_DIR, name) for name in ENGINE_SOURCES if name != "rom.v"]
+    rom = os.path.join(RTL_DIR, "rom.v")
+    if activations is not None:
+        read = f"read_verilog {rom} {' '.join(logic)}"
+    else:
+        read = f"read_verilog -lib {rom}; read_verilog {' '.join(logic)}"
+        # no memory files to read: yosys would still look for them
+        files = ("ACT", "THRESH", "FLIP") + (("CODEBOOK", "IDX") if engine == "snn" else ("KERNEL",))
+        chparam += "".join(f' -set {f}_FILE ""' for f in files)
     with tempfile.TemporaryDirectory(prefix="minisnn-synth-") as work:
-        export_layer(dataclasses.replace(layer, name=_TB_LAYER_NAME), work)
-        write_activations(os.path.join(work, "act.hex"), a)
-        script = f"read_verilog {sources}; chparam {chparam} {top}; {synth}; tee -q -o stat.json stat -json"
+        if activations is not None:
+            export_layer(dataclasses.replace(layer, name=_TB_LAYER_NAME), work)
+            write_activations(os.path.join(work, "act.hex"), _check_activations(layer, activations))
+        script = f"{read}; chparam {chparam} {top}; {synth}; tee -q -o stat.json stat -json"
         proc = subprocess.run([yosys, "-q", "-p", script], cwd=work, capture_output=True, text=True)
         if proc.returncode != 0 or "ERROR" in proc.stderr or not os.path.exists(os.path.join(work, "stat.json")):
             raise RuntimeError(f"yosys {synth} failed for layer {layer.name} ({engine}):\n{proc.stdout}\n{proc.stderr}")
         with open(os.path.join(work, "stat.json")) as f:
             stat = json.load(f)
-    by_type = stat["modules"][f"\\{top}"]["num_cells_by_type"] if f"\\{top}" in stat["modules"] \
-        else stat["design"]["num_cells_by_type"]
-    result = {"cells": sum(by_type.values()), "by_type": by_type}
+    counts = stat["modules"][f"\\{top}"]["num_cells_by_type"]
+    by_type = {t: n for t, n in counts.items() if not t.endswith("rom")}
+    result = {"cells": sum(by_type.values()), "by_type": by_type,
+              "rom_instances": sum(n for t, n in counts.items() if t.endswith("rom"))}
     if target == "ice40":
         result["lut"] = by_type.get("SB_LUT4", 0)
         result["ff"] = sum(n for t, n in by_type.items() if t.startswith("SB_DFF"))
@@ -286,3 +298,48 @@ def check_layer(layer: BinaryConvLayer, activations, engine="snn", lanes=4, p_do
     if bits is not None:
         _first_mismatch("threshold bits", layer, engine, bits, result.bits)
     return result
+
+
+def weight_bits(engine, c_in, c_out, tau):
+    """Bits of weight memory: BNN 9 per kernel; SNN tau per kernel plus the codebook."""
+    return 9 * c_in * c_out if engine == "bnn" else tau * c_in * c_out + 9 * 2**tau
+
+
+def balanced_p_dot(c_out, tau, lanes):
+    """Fewest Dot9 units whose phase (ceil(2^tau / p_dot) cycles) hides behind the
+    lane phase (ceil(c_out / lanes) cycles) of the previous channel."""
+    return _ceil_div(2**tau, _ceil_div(c_out, lanes))
+
+
+def bench_layer(name, channels, size, taus, lanes, sim_size, rng, synth=True, ice40=True):
+    """Rows (one BNN, one SNN per tau) for a channels->channels 3x3 stride-1 layer.
+
+    Simulates (and checks against popcount) at sim_size x sim_size, asserts the
+    cycle model there, and reports the model at the full size; synthesis counts
+    the engine logic with memories black-boxed (see synth_stats)."""
+    rows = []
+    for engine, tau in [("bnn", None)] + [("snn", t) for t in taus]:
+        # a 512-kernel codebook is a plain BNN layer; the bnn engine reads kernel_codes
+        layer = random_layer(rng, channels, channels, tau or 9, sim_size, sim_size, 1, name=name)
+        a = rng.choice(np.array([-1, 1], np.int8), size=(channels, sim_size, sim_size))
+        p_dot = balanced_p_dot(channels, tau, lanes) if engine == "snn" else 1
+        sim = check_layer(layer, a, engine, lanes, p_dot, runs=1)
+        model_sim = cycle_model(engine, channels, channels, sim_size, sim_size, 1, tau, lanes, p_dot)
+        if sim.cycles != model_sim:
+            raise RuntimeError(f"{name} {engine} tau={tau}: simulated {sim.cycles} cycles, model {model_sim}")
+        row = {
+            "layer": name, "channels": channels, "size": size, "sim_size": sim_size,
+            "engine": engine, "tau": tau, "lanes": lanes, "p_dot": p_dot if engine == "snn" else None,
+            "dot9_units": p_dot if engine == "snn" else lanes,
+            "cycles_sim": sim.cycles, "cycles_model_sim": model_sim,
+            "cycles_model_full": cycle_model(engine, channels, channels, size, size, 1, tau, lanes, p_dot),
+            "weight_bits": weight_bits(engine, channels, channels, tau),
+        }
+        if synth:
+            row["cells"] = synth_stats(layer, engine, lanes, p_dot, "generic")["cells"]
+            row["cells_x_cycles"] = row["cells"] * row["cycles_model_full"]
+        if synth and ice40:
+            stats = synth_stats(layer, engine, lanes, p_dot, "ice40")
+            row["ice40"] = {k: stats[k] for k in ("lut", "ff", "bram", "carry")}
+        rows.append(row)
+    return rows
