@@ -33,8 +33,9 @@ KERNEL_LAYERS = (  # (name, channels, spatial size, uses --large-batch)
 )
 
 
-def _median_ms(fn, repeats):
-    """Median wall time of fn() in ms over ``repeats`` runs after one warm-up (numba compile)."""
+def _time_into(row, key, fn, repeats):
+    """row[key_ms] = median, row[key_min_ms] = fastest wall time of fn() in ms over
+    ``repeats`` runs after one warm-up (numba compile); the gap shows the load."""
     import time
 
     import numpy as np
@@ -45,7 +46,9 @@ def _median_ms(fn, repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    row[f"{key}_ms"] = 1e3 * float(np.median(times))
+    row[f"{key}_min_ms"] = 1e3 * min(times)
+    return row[f"{key}_ms"]
 
 
 def _model_throughput(args):
@@ -70,11 +73,11 @@ def _bench_kernel_layer(name, channels, size, batch, taus, repeats, rng):
     a_packed = bitpack.pack_activations(a)
     w_packed = bitpack.pack_weights(codes)
     row = {"layer": name, "c_in": channels, "c_out": channels, "size": size, "batch": batch}
-    row["float_ms"] = _median_ms(lambda: popcount.float_conv3x3(x, weights), repeats)
-    row["pack_activations_ms"] = _median_ms(lambda: bitpack.pack_activations(a), repeats)
-    row["patch_codes_ms"] = _median_ms(lambda: bitpack.patch_codes(a), repeats)
-    row["bnn_ms"] = _median_ms(
-        lambda: popcount.bnn_conv3x3_packed(a_packed, w_packed, channels), repeats)
+    _time_into(row, "float", lambda: popcount.float_conv3x3(x, weights), repeats)
+    _time_into(row, "pack_activations", lambda: bitpack.pack_activations(a), repeats)
+    _time_into(row, "patch_codes", lambda: bitpack.patch_codes(a), repeats)
+    _time_into(row, "bnn", lambda: popcount.bnn_conv3x3_packed(a_packed, w_packed, channels),
+               repeats)
     row["bnn_speedup"] = row["float_ms"] / row["bnn_ms"]
     patches = bitpack.patch_codes(a)
     masks = bitpack.tap_masks(size, size)
@@ -83,35 +86,43 @@ def _bench_kernel_layer(name, channels, size, batch, taus, repeats, rng):
     for tau in taus:
         codebook = rng.choice(512, 2**tau, replace=False).astype(np.uint16)
         idx = rng.integers(0, 2**tau, (channels, channels))
-        snn_ms = _median_ms(lambda: popcount.snn_conv3x3_codes(patches, masks, codebook, idx), repeats)
-        real_ms = _median_ms(lambda: popcount.snn_conv3x3_real(x, codebook, idx, alpha), repeats)
-        row["tau"][tau] = {
-            "snn_a1_ms": snn_ms, "snn_a1_speedup": row["float_ms"] / snn_ms,
-            "snn_a1_vs_bnn": row["bnn_ms"] / snn_ms,
+        t = row["tau"][tau] = {}
+        snn_ms = _time_into(t, "snn_a1", lambda: popcount.snn_conv3x3_codes(patches, masks,
+                                                                            codebook, idx), repeats)
+        real_ms = _time_into(t, "snn_32a", lambda: popcount.snn_conv3x3_real(x, codebook, idx, alpha),
+                             repeats)
+        t.update({
+            "snn_a1_speedup": row["float_ms"] / snn_ms, "snn_a1_vs_bnn": row["bnn_ms"] / snn_ms,
             "dot_op_ratio": channels / 2**tau,  # BNN Dot9s per SNN Dot9
-            "snn_32a_ms": real_ms, "snn_32a_speedup": row["float_ms"] / real_ms,
+            "snn_32a_speedup": row["float_ms"] / real_ms,
             "mac_ratio_32a": 9 * channels / (9 * 2**tau + channels),
-        }
+        })
     return row
 
 
 def _print_kernel_table(rows):
-    print(f"{'layer':<26}{'kernel':<14}{'ms':>9}{'x float':>9}{'x BNN':>8}{'op ratio':>10}")
+    def times(d, key):
+        return f"{d[key + '_ms']:9.2f}{d[key + '_min_ms']:9.2f}"
+
+    print(f"{'layer':<26}{'kernel':<14}{'med ms':>9}{'min ms':>9}{'x float':>9}{'x BNN':>8}"
+          f"{'op ratio':>10}")
     for r in rows:
-        print(f"{r['layer']:<26}{'float32':<14}{r['float_ms']:9.2f}")
-        print(f"{'  batch %d' % r['batch']:<26}{'pack acts':<14}{r['pack_activations_ms']:9.2f}")
-        print(f"{'':<26}{'patch codes':<14}{r['patch_codes_ms']:9.2f}")
-        print(f"{'':<26}{'BNN W1/A1':<14}{r['bnn_ms']:9.2f}{r['bnn_speedup']:9.2f}")
+        print(f"{r['layer']:<26}{'float32':<14}{times(r, 'float')}")
+        print(f"{'  batch %d' % r['batch']:<26}{'pack acts':<14}{times(r, 'pack_activations')}")
+        print(f"{'':<26}{'patch codes':<14}{times(r, 'patch_codes')}")
+        print(f"{'':<26}{'BNN W1/A1':<14}{times(r, 'bnn')}{r['bnn_speedup']:9.2f}")
         for tau, t in r["tau"].items():
-            print(f"{'':<26}{'SNN A1 t=%d' % tau:<14}{t['snn_a1_ms']:9.2f}{t['snn_a1_speedup']:9.2f}"
+            print(f"{'':<26}{'SNN A1 t=%d' % tau:<14}{times(t, 'snn_a1')}{t['snn_a1_speedup']:9.2f}"
                   f"{t['snn_a1_vs_bnn']:8.2f}{t['dot_op_ratio']:10.2f}")
-            print(f"{'':<26}{'SNN 32A t=%d' % tau:<14}{t['snn_32a_ms']:9.2f}{t['snn_32a_speedup']:9.2f}"
+            print(f"{'':<26}{'SNN 32A t=%d' % tau:<14}{times(t, 'snn_32a')}{t['snn_32a_speedup']:9.2f}"
                   f"{'':>8}{t['mac_ratio_32a']:10.2f}")
-    print("x float / x BNN: speed-up (time ratio); op ratio: BNN/SNN Dot9 count (A1) or "
-          "float/SNN MAC count (32A).")
+    print("x float / x BNN: speed-up (ratio of medians); op ratio: BNN/SNN Dot9 count (A1) or "
+          "float/SNN MAC count (32A). BNN and SNN A1 run on pre-packed inputs (pack acts / "
+          "patch codes timed apart).")
 
 
 def _run_kernels(args):
+    import numba
     import numpy as np
 
     rng = np.random.default_rng(args.seed)
@@ -123,7 +134,8 @@ def _run_kernels(args):
         _print_kernel_table(rows)
         print("whole-model images/s:", "not measured (hook _model_throughput awaits the integer "
               "engine)" if throughput is None else throughput)
-    return {"layers": rows, "repeats": args.repeats, "model_images_per_s": throughput}
+    return {"layers": rows, "repeats": args.repeats, "numba_threads": numba.get_num_threads(),
+            "model_images_per_s": throughput}
 
 
 def _register_kernels(sub):
