@@ -122,6 +122,12 @@ def _print_kernel_table(rows):
 
 
 def _run_kernels(args):
+    import os
+
+    # Idle OpenMP workers of numba's parallel kernels spin by default and, on a
+    # small shared machine, starve BLAS and each other (10x slower, 4 ms-tick
+    # quantized times); read by libgomp when the first parallel kernel runs.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     import numba
     import numpy as np
 
