@@ -128,6 +128,14 @@ def _run_kernels(args):
     # small shared machine, starve BLAS and each other (10x slower, 4 ms-tick
     # quantized times); read by libgomp when the first parallel kernel runs.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    if args.threads:
+        if "numpy" in sys.modules or "numba" in sys.modules:
+            raise ValueError("--threads must take effect before numpy/numba load; "
+                             "they were already imported")
+        # BLAS (float reference) and numba kernels on the same number of cores
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     import numba
     import numpy as np
 
@@ -154,6 +162,8 @@ def _register_kernels(sub):
     p.add_argument("--repeats", type=int, default=7, help="timed runs per kernel (median)")
     p.add_argument("--taus", type=int, nargs="+", default=[4, 5, 6], help="codebook sizes 2**tau")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and codebooks")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for BLAS and the numba kernels alike (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "kernels", _run_kernels
 
