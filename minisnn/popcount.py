@@ -30,7 +30,7 @@ from .subbit import NUM_KERNELS
 # channels of at most 9 mismatches each still fit a uint8 (28 * 9 = 252).
 A1_TILE = 256
 A1_BLOCK = 28
-A1_GROUP = 4  # the kernel body reads exactly 4 tables per pass
+A1_GROUP = 4  # the kernel body reads exactly 4 tables per pass; divides A1_BLOCK
 # Sub-bit W/32A: same scheme in float32, 64 positions (8 AVX2 registers).
 REAL_TILE = 64
 REAL_GROUP = 4
@@ -193,7 +193,6 @@ def snn_conv3x3(a, codebook, idx, stride=1):
     """Sub-bit W/A1 conv: a int8 {-1,+1} (N, C_in, H, W), codebook uint16 (2^tau,)
     distinct codes, idx (C_out, C_in) -> int32 (N, C_out, Ho, Wo)."""
     a = _check_signs(a)
-    _check_codebook(codebook, idx, a.shape[1])
     stride = check_stride(stride)
     return snn_conv3x3_codes(patch_codes(a, stride), tap_masks(a.shape[2], a.shape[3], stride),
                              codebook, idx)
@@ -269,6 +268,7 @@ def _snn_real_kernel(xp, codebook, idx, alpha, stride, ho, wo):
                     hi = codebook[s] >> 4
                     for p in range(REAL_TILE):
                         resp[g, s, p] = low[lo, p] + high[hi, p]
+            # one load/store of the accumulators per REAL_GROUP channels
             for o in range(c_out):
                 s0 = idx[o, g0]
                 s1 = idx[o, g0 + 1]
