@@ -9,7 +9,8 @@ what a sub-bit layer with a perfect ('frequent') codebook could keep.
 checkpoint, ``DIR/<name>_kernels.png`` (one bar panel per binary layer: the
 percentage of the layer's kernels on each binary kernel, most frequent
 first; an SNN's codebook kernels highlighted) and ``DIR/<name>_coverage.json``,
-and prints the coverage table.
+and prints the coverage table. ``<name>`` is the file's stem, prefixed by its
+directory's name where two checkpoints share a stem.
 """
 
 import argparse
@@ -114,13 +115,15 @@ def main(argv=None):
         parser.error(f"--taus must lie in 1..9, found {args.taus}")
     out = pathlib.Path(args.out)
     results = {}
-    for ckpt in args.checkpoints:
+    stems = [pathlib.Path(c).stem for c in args.checkpoints]
+    for ckpt, stem in zip(args.checkpoints, stems):
+        if stems.count(stem) > 1:  # runs/bnn/checkpoint.npz, runs/snn/checkpoint.npz
+            stem = f"{pathlib.Path(ckpt).parent.name}_{stem}"
         try:
             model = load_model(ckpt)
             stats = layer_statistics(model, args.taus)
         except ValueError as exc:
             parser.exit(2, f"error: {ckpt}: {exc}\n")
-        stem = pathlib.Path(ckpt).stem
         png = plot_layers(stats, out / f"{stem}_kernels.png", stem, args.order)
         record = {"checkpoint": str(ckpt), "model": model.config,
                   "layers": {n: {"kernels": s["kernels"], "distinct": s["distinct"],

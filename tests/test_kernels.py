@@ -56,7 +56,7 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
     paths = []
     for quant, tau in (("bnn", None), ("snn", 5)):
         model = models.resnet20(quant, tau=tau, seed=1)
-        path = tmp_path / f"{quant}.npz"
+        path = tmp_path / quant / "checkpoint.npz"  # same stem: names get the directory
         save_checkpoint(path, {f"model.{k}": v for k, v in model.state_dict().items()},
                         {"model": model.config})
         paths.append((path, model))
@@ -65,9 +65,10 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "top 32 (tau=5)" in text and "layer3.2.conv2" in text
     for path, model in paths:
-        with Image.open(out / f"{path.stem}_kernels.png") as im:
+        name = f"{path.parent.name}_checkpoint"
+        with Image.open(out / f"{name}_kernels.png") as im:
             assert im.width > 1000 and im.height > 1000  # 18 panels, 3 per row
-        record = json.loads((out / f"{path.stem}_coverage.json").read_text())
+        record = json.loads((out / f"{name}_coverage.json").read_text())
         direct = kernels.layer_statistics(model)
         for name, layer in record["layers"].items():
             assert layer["coverage"] == {str(t): c for t, c in direct[name]["coverage"].items()}
