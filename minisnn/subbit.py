@@ -94,7 +94,10 @@ def nearest_kernels(w, kernels):
     worst-case float64 summation error (2^-49 * sum|w|, twice) ahead of all
     others is decided; a row with near-ties is decided by the same GEMM when
     its sums are provably exact (see :func:`_exact_rows`), else in integer
-    arithmetic (only rows spanning more than ~2^25 in magnitude get there).
+    arithmetic (near-tied float32 rows spanning over ~2^25 in magnitude, or
+    float64 rows with long mantissas: rare, so a Python loop is fine). The
+    2^-49 bound has slack over the ~2^-50 of 9-term summation, which also
+    covers the rounding of the threshold itself.
     """
     w = np.asarray(w, dtype=np.float64)
     k = np.asarray(kernels, dtype=np.float64)
@@ -115,16 +118,17 @@ class Codebook(Module):
     """2^tau distinct binary 3x3 kernels of one layer, with refinement.
 
     State (all in ``state_dict``): ``weight`` the real parameters P
-    (2^tau, 9), initialised to ``scale`` times the +-1 kernels. The layer
-    passes the mean |W| of its initial latent weights: dL/dP_s is a sum of
-    latent-weight-sized gradients (measured ~1e-3 in ResNet-20), so at +-1
-    an entry would hardly ever flip within a CIFAR run; at the latent
-    weights' scale it moves like one of them. Kernels that enter
-    later (frequent init, duplicate replacement) start at the codebook's
-    current mean |P|. ``codes`` (uint16) the
-    current binary kernels, which is also the sign memory; ``seed`` for the
-    duplicate replacements, drawn per step as ``default_rng([seed, step])``
-    so no generator state needs saving; ``step`` the update counter.
+    (2^tau, 9); ``codes`` (uint16) the current binary kernels, which is also
+    the sign memory; ``seed`` for the duplicate replacements, drawn per step
+    as ``default_rng([seed, step])`` so no generator state needs saving;
+    ``step`` the update counter.
+
+    P starts at ``scale`` times the +-1 kernels; the layer passes the mean
+    |W| of its initial latent weights. dL/dP_s is a sum of latent-weight-sized
+    gradients (~1e-3 in ResNet-20), so at +-1 an entry would hardly ever flip
+    within a CIFAR run, while at the latent weights' scale it moves like one
+    of them. Kernels that enter later (frequent init, duplicate replacement)
+    start at the codebook's current mean |P|.
     """
 
     def __init__(self, tau, rng, refine=True, period=25, scale=1.0):
