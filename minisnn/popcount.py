@@ -358,7 +358,7 @@ def _check_channels(a, c_in, name):
 
 def _pad_columns(idx, group):
     """idx with zero columns up to a multiple of ``group`` (kernels read whole groups)."""
-    padded = np.zeros((idx.shape[0], -(-idx.shape[1] // group) * group), dtype=np.int32)
+    padded = np.zeros((idx.shape[0], -(-idx.shape[1] // group) * group), dtype=np.intp)
     padded[:, :idx.shape[1]] = idx
     return padded
 
@@ -376,4 +376,4 @@ def _check_codebook(codebook, idx, c_in):
         raise ValueError(f"idx must be an integer (C_out, {c_in}) array, found {idx.dtype} {idx.shape}")
     if idx.min() < 0 or idx.max() >= n_sub:
         raise ValueError(f"idx must lie in [0, {n_sub}), found {idx.min()}..{idx.max()}")
-    return np.ascontiguousarray(codebook), np.ascontiguousarray(idx, dtype=np.int32)
+    return np.ascontiguousarray(codebook), np.ascontiguousarray(idx, dtype=np.intp)
