@@ -54,6 +54,9 @@ ALL_KERNELS = codes_to_kernels(np.arange(NUM_KERNELS))  # (512, 3, 3), row s has
 
 
 # -- nearest-kernel assignment ------------------------------------------------
+_CHUNK = 1 << 22  # float64 scores per assignment chunk (32 MiB)
+
+
 def _exact_rows(w):
     """Rows (n, 9) of float64 whose signed sums are all exact in float64.
 
@@ -101,15 +104,20 @@ def nearest_kernels(w, kernels):
     """
     w = np.asarray(w, dtype=np.float64)
     k = np.asarray(kernels, dtype=np.float64)
-    scores = w @ k.T
-    best = scores.argmax(axis=1)
-    top = scores[np.arange(len(w)), best]
-    err = np.abs(w).sum(axis=1) * 2.0 ** -49
-    near = (scores >= (top - 2 * err)[:, None]).sum(axis=1) > 1
-    if near.any():
-        rows = np.flatnonzero(near)
-        for r in rows[~_exact_rows(w[rows])]:
-            best[r] = _exact_argmax(w[r], k)
+    best = np.empty(len(w), dtype=np.int64)
+    chunk = max(1, _CHUNK // len(k))  # bounds the (rows, S) score matrix (ResNet-18, tau 9)
+    for lo in range(0, len(w), chunk):
+        wc = w[lo:lo + chunk]
+        scores = wc @ k.T
+        b = scores.argmax(axis=1)
+        top = scores[np.arange(len(wc)), b]
+        err = np.abs(wc).sum(axis=1) * 2.0 ** -49
+        near = (scores >= (top - 2 * err)[:, None]).sum(axis=1) > 1
+        if near.any():
+            rows = np.flatnonzero(near)
+            for r in rows[~_exact_rows(wc[rows])]:
+                b[r] = _exact_argmax(wc[r], k)
+        best[lo:lo + chunk] = b
     return best
 
 
