@@ -52,7 +52,8 @@ def layer_statistics(model, taus=DEFAULT_TAUS):
         if not isinstance(mod, QuantConv2d):
             continue
         counts = kernel_histogram(binary_kernel_codes(mod))
-        codebook = mod.codebook.codes.astype(int).tolist() if isinstance(mod, SubBitConv2d) else None
+        codebook = (mod.codebook.codes.astype(int).tolist() if isinstance(mod, SubBitConv2d)
+                    else None)
         stats[name] = {"counts": counts, "kernels": int(counts.sum()),
                        "distinct": int(np.count_nonzero(counts)),
                        "coverage": {t: coverage(counts, t) for t in taus}, "codebook": codebook}
@@ -65,8 +66,8 @@ def format_coverage(stats, taus=DEFAULT_TAUS):
     head = ["layer", "kernels", "distinct"] + [f"top {1 << t} (tau={t})" for t in taus]
     rows = [[name, f"{s['kernels']:,}", str(s["distinct"])]
             + [f"{100 * s['coverage'][t]:.1f}%" for t in taus] for name, s in stats.items()]
-    rows.append(["mean", "", ""] + [f"{100 * np.mean([s['coverage'][t] for s in stats.values()]):.1f}%"
-                                    for t in taus])
+    means = [np.mean([s["coverage"][t] for s in stats.values()]) for t in taus]
+    rows.append(["mean", "", ""] + [f"{100 * m:.1f}%" for m in means])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def fmt(cells):

@@ -143,7 +143,8 @@ class Codebook(Module):
         if not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
             raise ValueError(f"codebook tau must be an integer in 1..9, found {tau!r}")
         if not (isinstance(period, (int, np.integer)) and period >= 1):
-            raise ValueError(f"codebook refinement period must be an integer >= 1, found {period!r}")
+            raise ValueError("codebook refinement period must be an integer >= 1, "
+                             f"found {period!r}")
         self.tau, self.refine, self.period = int(tau), bool(refine), int(period)
         self.size = 1 << self.tau
         codes = np.sort(rng.choice(NUM_KERNELS, self.size, replace=False))

@@ -209,8 +209,8 @@ def format_table(summary):
            f"{summary['input_size']}, SNN tau={summary['tau']}", rule, fmt(head), rule]
     out += [fmt(l) for l in lines]
     out += [rule,
-            f"model size   FP {t['fp_bytes'] / 1024:,.1f} KiB   BNN {t['bnn_bytes'] / 1024:,.1f} KiB"
-            f"   SNN {t['snn_bytes'] / 1024:,.1f} KiB",
+            f"model size   FP {t['fp_bytes'] / 1024:,.1f} KiB   "
+            f"BNN {t['bnn_bytes'] / 1024:,.1f} KiB   SNN {t['snn_bytes'] / 1024:,.1f} KiB",
             f"compression  FP/SNN {t['compression_fp_over_snn']:.2f}x   BNN/SNN "
             f"{t['compression_bnn_over_snn']:.2f}x   binary layers only BNN/SNN "
             f"{t['binary_layers_compression']:.2f}x ({t['binary_bnn_bits']:,} -> "
