@@ -23,6 +23,96 @@ def main(argv=None):
         print()
 
 
+# ------------------------------------------------------------------- train
+
+TRAIN_MODES = (  # (name, quant, act)
+    ("fp", "fp", "real"), ("1W/32A", "bnn", "real"), ("1W/1A", "bnn", "binary"),
+    ("tau=5 W/32A", "snn", "real"), ("tau=5 W/1A", "snn", "binary"),
+)
+
+
+def _peak_step_memory(step):
+    """Peak bytes numpy allocates during one step (tracemalloc sees numpy's
+    data buffers), measured outside the timed runs."""
+    import tracemalloc
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def _run_train(args):
+    """Median wall time of one ResNet-20 training step (forward, backward,
+    SGD update, codebook hooks) per mode, timed interleaved so load drift
+    hits every mode alike."""
+    import resource
+    import time
+
+    import numpy as np
+
+    from . import models
+    from .optim import make_optimizer
+    from .train import train_step, update_hooks
+
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+    steps = {}
+    for name, quant, act in TRAIN_MODES:
+        if args.modes and name not in args.modes:
+            continue
+        model = models.resnet20(quant, act, tau=5 if quant == "snn" else None, seed=args.seed)
+        opt = make_optimizer("sgd", model.named_parameters(), 0.01, weight_decay=5e-4)
+        hooks = update_hooks(model)
+        steps[name] = lambda model=model, opt=opt, hooks=hooks: train_step(model, opt, x, y, hooks)
+        steps[name]()  # warm-up: numba compilation, first allocations
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name in steps:
+        med = float(np.median(times[name]))
+        rows.append({"mode": name, "step_ms": 1e3 * med, "step_min_ms": 1e3 * min(times[name]),
+                     "images_per_s": args.batch / med,
+                     "peak_step_mib": _peak_step_memory(steps[name]) / 2**20})
+    by_mode = {r["mode"]: r for r in rows}
+    for r in rows:
+        fp = by_mode.get("fp")
+        r["vs_fp"] = r["step_ms"] / fp["step_ms"] if fp else None
+        if r["mode"].startswith("tau="):
+            bnn = by_mode.get("1W/" + r["mode"].split("W/")[1])
+            r["vs_bnn"] = r["step_ms"] / bnn["step_ms"] if bnn else None
+    result = {"batch": args.batch, "repeats": args.repeats, "rows": rows,
+              "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if not args.json:
+        print(f"ResNet-20 training step, batch {args.batch}, median of {args.repeats} (interleaved)")
+        print(f"{'mode':<13}{'step ms':>9}{'min ms':>9}{'img/s':>8}{'vs fp':>7}{'vs BNN':>8}"
+              f"{'peak MiB':>10}")
+        for r in rows:
+            vf = "-" if r["vs_fp"] is None else f"{r['vs_fp']:.2f}"
+            vb = f"{r['vs_bnn']:.2f}" if r.get("vs_bnn") else "-"
+            print(f"{r['mode']:<13}{r['step_ms']:9.1f}{r['step_min_ms']:9.1f}{r['images_per_s']:8.0f}"
+                  f"{vf:>7}{vb:>8}{r['peak_step_mib']:10.0f}")
+        print(f"process peak RSS {result['process_max_rss_mib']:.0f} MiB")
+    return result
+
+
+def _register_train(sub):
+    p = sub.add_parser("train", help="ResNet-20 training step per quantization mode",
+                       description=_run_train.__doc__)
+    p.add_argument("--batch", type=int, default=128, help="training batch size")
+    p.add_argument("--repeats", type=int, default=7, help="timed steps per mode (median)")
+    p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
+                   help="subset of: " + ", ".join(m[0] for m in TRAIN_MODES))
+    p.add_argument("--seed", type=int, default=0, help="seed of the models and random batch")
+    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    return "train", _run_train
+
 # ----------------------------------------------------------------- kernels
 
 KERNEL_LAYERS = (  # (name, channels, spatial size, uses --large-batch)
@@ -124,10 +214,6 @@ def _print_kernel_table(rows):
 def _run_kernels(args):
     import os
 
-    # Idle OpenMP workers of numba's parallel kernels spin by default and, on a
-    # small shared machine, starve BLAS and each other (10x slower, 4 ms-tick
-    # quantized times); read by libgomp when the first parallel kernel runs.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     if args.threads:
         if "numpy" in sys.modules or "numba" in sys.modules:
             raise ValueError("--threads must take effect before numpy/numba load; "
@@ -290,7 +376,7 @@ def _register_subbit(sub):
     return "subbit", _run_subbit
 
 # Each entry adds its subparser and returns (name, run(args) -> JSON-able result).
-REGISTRY = [_register_kernels, _register_rtl, _register_subbit]
+REGISTRY = [_register_train, _register_kernels, _register_rtl, _register_subbit]
 
 if __name__ == "__main__":
     main()

@@ -15,10 +15,9 @@ activations packed between layers.
 - SNN (sub-bit W / real A): per input channel the 2^tau kernel responses
   are computed once and shared the same way; alpha[o] is applied last.
 
-Speed is measured by ``python -m minisnn.bench kernels``. On a small shared
-machine run parallel numba code with OMP_WAIT_POLICY=passive (the bench
-sets it): spinning idle OpenMP workers otherwise starve BLAS and other
-processes.
+Speed is measured by ``python -m minisnn.bench kernels``. Importing
+minisnn sets OMP_WAIT_POLICY=passive unless the user set it: spinning idle
+OpenMP workers otherwise starve BLAS and other processes.
 """
 
 import numpy as np

@@ -1,0 +1,235 @@
+"""Training loop and its CLI: ``python -m minisnn.train --help``.
+
+Writes into ``--out``: ``checkpoint.npz`` (model, optimizer and loop state,
+replaced atomically after every epoch), ``metrics.json`` and
+``curves.png``. ``--resume`` continues a killed run exactly: the batches of
+epoch e are a pure function of (seed, e), so a resumed run ends with the
+same weights as an uninterrupted one.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from . import data as D
+from .figures import training_curves
+from .models import ACTS, ARCHS, QUANTS, build_model, mode_name
+from .nn import softmax_cross_entropy
+from .optim import SCHEDULES, lr_at, make_optimizer
+
+CHECKPOINT = "checkpoint.npz"
+# Arguments that may differ on --resume without changing the run's result.
+RESUME_FREE = ("data", "cache_dir", "out", "resume", "stop_after", "log_every", "quiet")
+
+
+def update_hooks(model):
+    """Modules with state to refresh after each optimizer step (sub-bit codebooks)."""
+    return [m for _, m in model.named_modules() if hasattr(m, "after_update")]
+
+
+def train_step(model, optimizer, x, y, hooks=()):
+    """One forward, backward and update. Returns (loss, number correct)."""
+    model.zero_grad()
+    logits = model.forward(x)
+    loss, dlogits = softmax_cross_entropy(logits, y)
+    model.backward(dlogits)
+    optimizer.step()
+    for module in hooks:
+        module.after_update()
+    return loss, int((logits.argmax(axis=1) == y).sum())
+
+
+def evaluate(model, x_uint8, y, batch_size=500):
+    """Mean loss and accuracy in eval mode; leaves the model in train mode."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        xb = D.normalize(x_uint8[i:i + batch_size])
+        logits = model.forward(xb)
+        loss, _ = softmax_cross_entropy(logits, y[i:i + batch_size])
+        total_loss += loss * len(xb)
+        correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
+    model.train()
+    return total_loss / len(y), correct / len(y)
+
+
+def model_config(args):
+    snn_options = {}
+    if args.quant == "snn":
+        snn_options = {"refine": args.refine, "period": args.period, "init": args.init}
+    return {"arch": args.arch, "quant": args.quant, "act": args.act,
+            "tau": args.tau if args.quant == "snn" else None, "seed": args.seed,
+            "num_classes": 10, "act_grad": args.act_grad, "snn_options": snn_options}
+
+
+def _fmt_time(seconds):
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _check_finite(loss, epoch, step, out):
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"loss became {loss} at epoch {epoch + 1}, step {step}: lower --lr or use --warmup-epochs; "
+            f"the last good checkpoint in {out} is intact")
+
+
+def run(args):
+    """Train as described by parsed CLI arguments; returns the metrics dict."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CHECKPOINT
+    train_cfg = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
+    config = model_config(args)
+
+    dataset = D.load_from_args(args, progress=not args.quiet)
+    batches = D.BatchIterator(dataset["x_train"], dataset["y_train"], args.batch_size,
+                              shuffle=True, augment=not args.no_augment, seed=args.seed,
+                              drop_last=True)
+    steps_per_epoch = len(batches)
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch size {args.batch_size} exceeds the {len(dataset['y_train'])} "
+                         "training images: lower --batch-size")
+    total_steps = steps_per_epoch * args.epochs
+
+    model = build_model(config)
+    if args.init_from:
+        from .subbit import init_codebooks_from
+        arrays, _ = ckpt.load_checkpoint(args.init_from)
+        init_codebooks_from(model, {k[len("model."):]: v for k, v in arrays.items()
+                                    if k.startswith("model.")}, source=args.init_from)
+    optimizer = make_optimizer(args.optimizer, model.named_parameters(), args.lr,
+                               args.momentum, args.nesterov, args.weight_decay)
+    metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [],
+               "lr": [], "epoch_seconds": [], "images_per_second": []}
+    start_epoch = 0
+    if args.resume and path.exists():
+        arrays, saved = ckpt.load_checkpoint(path)
+        ckpt.check_config(saved["train"], train_cfg, path)
+        ckpt.restore_module(model, arrays, path)
+        optimizer.load_state_dict({k[len("optim."):]: v for k, v in arrays.items()
+                                   if k.startswith("optim.")}, source=str(path))
+        metrics, start_epoch = saved["metrics"], saved["epoch"]
+        print(f"resuming {path} after epoch {start_epoch}", flush=True)
+    elif path.exists() and not args.resume:
+        raise FileExistsError(f"{path} exists: pass --resume to continue it, or choose another --out")
+
+    hooks = update_hooks(model)
+    name = mode_name(args.quant, args.act, config["tau"])
+    print(f"{args.arch} {name}: {len(dataset['y_train'])} train / {len(dataset['y_test'])} test images, "
+          f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}", flush=True)
+    stop_at = args.epochs if args.stop_after is None else min(args.epochs, start_epoch + args.stop_after)
+    run_start = time.perf_counter()
+    for epoch in range(start_epoch, stop_at):
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i, (xb, yb) in enumerate(batches.epoch(epoch)):
+            step = epoch * steps_per_epoch + i
+            optimizer.lr = lr_at(step, total_steps, args.lr, args.schedule,
+                                 args.warmup_epochs * steps_per_epoch)
+            loss, right = train_step(model, optimizer, xb, yb, hooks)
+            _check_finite(loss, epoch, i + 1, out)
+            loss_sum += loss * len(yb)
+            correct += right
+            seen += len(yb)
+            if not args.quiet and ((i + 1) % args.log_every == 0 or i + 1 == steps_per_epoch):
+                elapsed = time.perf_counter() - t0
+                rate = seen / elapsed
+                done = (epoch - start_epoch) * steps_per_epoch + i + 1
+                left = (stop_at - start_epoch) * steps_per_epoch - done
+                eta = (time.perf_counter() - run_start) / done * left
+                print(f"epoch {epoch + 1}/{args.epochs} step {i + 1}/{steps_per_epoch} "
+                      f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
+                      f"lr {optimizer.lr:.4g} {rate:.0f} img/s ETA {_fmt_time(eta)}", flush=True)
+        seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(model, dataset["x_test"], dataset["y_test"])
+        for key, value in (("epoch", epoch + 1), ("train_loss", loss_sum / seen),
+                           ("train_acc", correct / seen), ("test_loss", test_loss),
+                           ("test_acc", test_acc), ("lr", optimizer.lr),
+                           ("epoch_seconds", seconds), ("images_per_second", seen / seconds)):
+            metrics[key].append(value)
+        print(f"epoch {epoch + 1}/{args.epochs} done in {_fmt_time(seconds)}: train loss "
+              f"{loss_sum / seen:.4f} acc {100 * correct / seen:.2f}%, test loss {test_loss:.4f} "
+              f"acc {100 * test_acc:.2f}%", flush=True)
+        arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+        arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+        ckpt.save_checkpoint(path, arrays, {"model": config, "train": train_cfg,
+                                            "epoch": epoch + 1, "metrics": metrics})
+    if stop_at < args.epochs:
+        print(f"stopped after epoch {stop_at} as asked; continue with --resume", flush=True)
+        return metrics
+    summary = dict(metrics, mode=name, model=config, train=train_cfg,
+                   final_test_acc=metrics["test_acc"][-1] if metrics["test_acc"] else None,
+                   total_seconds=float(sum(metrics["epoch_seconds"])))
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if metrics["epoch"]:
+        training_curves({k: metrics[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")},
+                        out / "curves.png")
+    print(f"wrote {path}, {out / 'metrics.json'} and {out / 'curves.png'}", flush=True)
+    return summary
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minisnn.train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default="resnet20", choices=sorted(ARCHS))
+    m.add_argument("--quant", default="fp", choices=QUANTS,
+                   help="weights: full precision, binary (BNN) or sub-bit (SNN)")
+    m.add_argument("--act", default="real", choices=ACTS, help="activations: real or binary (sign)")
+    m.add_argument("--tau", type=int, default=5, help="bits per 3x3 kernel for --quant snn (1..9)")
+    m.add_argument("--act-grad", default="approxsign", choices=("approxsign", "ste"),
+                   help="surrogate gradient of binary activations")
+    m.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                   help="sub-bit codebook refinement")
+    m.add_argument("--period", type=int, default=25, help="refinement period in steps")
+    m.add_argument("--init", default="random", choices=("random", "frequent"),
+                   help="sub-bit codebook initialisation ('frequent' needs --init-from)")
+    m.add_argument("--init-from", metavar="CKPT", default=None,
+                   help="BNN checkpoint whose most frequent kernels initialise the codebooks")
+    o = p.add_argument_group("optimization")
+    o.add_argument("--epochs", type=int, default=10)
+    o.add_argument("--batch-size", type=int, default=128)
+    o.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    o.add_argument("--lr", type=float, default=0.1)
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
+    o.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="applied to conv/linear weights (latent binary weights too), "
+                   "not to biases, batch norm or codebooks")
+    o.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    o.add_argument("--warmup-epochs", type=int, default=1)
+    o.add_argument("--no-augment", action="store_true", help="no random crop/flip")
+    o.add_argument("--seed", type=int, default=0)
+    D.add_data_arguments(p)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", default="runs/train", help="output directory")
+    r.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    r.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs of this invocation (split a long run "
+                   "across sittings; continue with --resume)")
+    r.add_argument("--log-every", type=int, default=1, help="progress line every N steps")
+    r.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.init == "frequent" and not args.init_from:
+        build_parser().error("--init frequent needs --init-from BNN_CHECKPOINT")
+    try:
+        run(args)
+    except (ValueError, FileExistsError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisnn import checkpoint as ckpt
+from minisnn import data as D
+from minisnn import models, optim, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def real_npz(tmp_path_factory):
+    """A few hundred real CIFAR-10 images from the shared archive, as an .npz source."""
+    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
+    d = D.load_image_folder(SHARED, limit_per_class=24)  # 240 train + 240 test images
+    path = tmp_path_factory.mktemp("data") / "cifar-small.npz"
+    np.savez(path, **d)
+    return path
+
+
+@pytest.mark.parametrize("quant,act", [("fp", "real"), ("bnn", "real"), ("bnn", "binary")])
+def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act):
+    d = D.load_cifar10(real_npz, progress=False)
+    model = models.resnet20(quant, act, seed=0)
+    # Adam: binary-activation nets barely move in 20 SGD steps (BNN practice trains them with Adam)
+    opt = optim.make_optimizer("adam", model.named_parameters(), 0.01)
+    batches = D.BatchIterator(d["x_train"], d["y_train"], 48, shuffle=True, seed=0, drop_last=True)
+    hooks = train.update_hooks(model)
+    epoch_losses = []
+    for epoch in range(5):
+        losses = [train.train_step(model, opt, x, y, hooks)[0] for x, y in batches.epoch(epoch)]
+        epoch_losses.append(np.mean(losses))
+    assert np.all(np.isfinite(epoch_losses))
+    assert epoch_losses[-1] < 0.93 * epoch_losses[0], epoch_losses
+
+
+def _args(out, data, *extra):
+    return ["--data", str(data), "--epochs", "3", "--batch-size", "40", "--lr", "0.05",
+            "--out", str(out), "--quiet", *extra]
+
+
+def test_cli_writes_checkpoint_metrics_and_curves(real_npz, tmp_path, capsys):
+    assert train.main(_args(tmp_path / "run", real_npz, "--epochs", "2", "--test-subset", "100")) == 0
+    out = tmp_path / "run"
+    arrays, config = ckpt.load_checkpoint(out / "checkpoint.npz")
+    assert config["epoch"] == 2 and config["model"]["quant"] == "fp"
+    model = models.build_model(config["model"])
+    ckpt.restore_module(model, arrays, out / "checkpoint.npz")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epoch"] == [1, 2] and len(metrics["test_acc"]) == 2
+    assert 0 <= metrics["final_test_acc"] <= 1
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # an existing run is not overwritten by accident
+    assert train.main(_args(out, real_npz)) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def _final_weights(path):
+    arrays, _ = ckpt.load_checkpoint(path)
+    return {k: v for k, v in arrays.items() if k.startswith(("model.", "optim."))}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_resume_after_stop_matches_uninterrupted_run(real_npz, tmp_path):
+    extra = ("--quant", "bnn", "--act", "binary")
+    assert train.main(_args(tmp_path / "full", real_npz, *extra)) == 0
+    assert train.main(_args(tmp_path / "split", real_npz, *extra, "--stop-after", "1")) == 0
+    _, config = ckpt.load_checkpoint(tmp_path / "split" / "checkpoint.npz")
+    assert config["epoch"] == 1 and not (tmp_path / "split" / "metrics.json").exists()
+    assert train.main(_args(tmp_path / "split", real_npz, *extra, "--resume")) == 0
+    _assert_same(_final_weights(tmp_path / "full" / "checkpoint.npz"),
+                 _final_weights(tmp_path / "split" / "checkpoint.npz"))
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    split = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert full["test_acc"] == split["test_acc"]
+
+
+def test_resume_refuses_a_changed_recipe(real_npz, tmp_path, capsys):
+    assert train.main(_args(tmp_path / "r", real_npz, "--stop-after", "1")) == 0
+    assert train.main(_args(tmp_path / "r", real_npz, "--resume", "--lr", "0.2")) == 2
+    err = capsys.readouterr().err
+    assert "lr" in err and "0.05" in err and "0.2" in err
+
+
+def test_killed_run_resumes_exactly(real_npz, tmp_path):
+    """SIGKILL during epoch 2: the epoch-1 checkpoint is intact and --resume
+    reaches the same final weights as an uninterrupted run."""
+    args = _args(tmp_path / "killed", real_npz, "--batch-size", "8", "--epochs", "2")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "minisnn.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    path = tmp_path / "killed" / "checkpoint.npz"
+    deadline = time.time() + 600
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint after 600 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # epoch 2 has 30 steps to go: it cannot have finished
+    proc.wait()
+    _, config = ckpt.load_checkpoint(path)
+    assert config["epoch"] == 1
+    assert train.main(args + ["--resume"]) == 0
+    assert train.main(_args(tmp_path / "whole", real_npz, "--batch-size", "8", "--epochs", "2")) == 0
+    _assert_same(_final_weights(path), _final_weights(tmp_path / "whole" / "checkpoint.npz"))
