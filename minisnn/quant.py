@@ -50,13 +50,16 @@ class SignActivation(Module):
 
 
 class QuantConv2d(Module):
-    """A conv whose weights (and optionally inputs) are quantized.
+    """A conv with binary (+-1) weights B scaled per output channel by alpha.
 
-    Subclasses define :meth:`quantize_weight` (latent W -> effective
-    weight, remembering what :meth:`weight_backward` needs) and
-    :meth:`weight_backward` (gradient of the effective weight -> grads of
-    the latent parameters). With ``binary_act`` the input is passed through
-    sign first (the conv then sees only +-1 activations).
+    The conv runs on B and alpha multiplies its output, out = alpha[o] *
+    conv(x, B)[o]: the same function as conv(x, alpha * B), but with binary
+    activations conv(x, B) is an exact integer, so an integer engine that
+    computes it by popcount and then multiplies by alpha reproduces this
+    float model bit for bit. Subclasses define :meth:`binary_weight`
+    (latent W -> (B, alpha)) and :meth:`binary_weight_backward` (dL/dB,
+    which includes alpha, -> gradients of the latent parameters). With
+    ``binary_act`` the input is passed through sign first.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1,
@@ -73,23 +76,28 @@ class QuantConv2d(Module):
     def binary_act(self):
         return self.input_sign is not None
 
-    def quantize_weight(self):
+    def binary_weight(self):
         raise NotImplementedError
 
-    def weight_backward(self, dwq):
+    def binary_weight_backward(self, dB):
         raise NotImplementedError
 
     def forward(self, x):
         if self.input_sign is not None:
             x = self.input_sign.forward(x)
-        wq = self.quantize_weight()
-        out, self.cache = F.conv2d_forward(x, wq, self.stride, self.padding)
+        b, alpha = self.binary_weight()
+        out, conv_cache = F.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
+                                           self.padding)
+        alpha = alpha.astype(x.dtype)[:, None, None]
+        out *= alpha
+        self.cache = (conv_cache, alpha)
         return out
 
     def backward(self, dout):
-        dx, dwq = F.conv2d_backward(dout, self.cache)
+        conv_cache, alpha = self.cache
         self.cache = None
-        self.weight_backward(dwq)
+        dx, dB = F.conv2d_backward(dout * alpha, conv_cache)
+        self.binary_weight_backward(dB)
         if self.input_sign is not None:
             dx = self.input_sign.backward(dx)
         return dx
@@ -104,11 +112,9 @@ class BinaryConv2d(QuantConv2d):
     """Binary weights alpha[o] * sign(W[o]) with the clip straight-through
     backward to the latent weights."""
 
-    def quantize_weight(self):
+    def binary_weight(self):
         w = self.weight.data
-        self._alpha = weight_scale(w)
-        return self._alpha[:, None, None, None] * sign(w)
+        return sign(w), weight_scale(w)
 
-    def weight_backward(self, dwq):
-        w = self.weight.data
-        self.weight.grad += dwq * self._alpha[:, None, None, None] * clip_ste_grad(w)
+    def binary_weight_backward(self, dB):
+        self.weight.grad += dB * clip_ste_grad(self.weight.data)

@@ -273,21 +273,18 @@ class SubBitConv2d(QuantConv2d):
         """Code of the binary kernel each (o, i) uses now: (c_out, c_in) uint16."""
         return self.codebook.codes[self.codebook.assign(self.weight.data)]
 
-    def quantize_weight(self):
+    def binary_weight(self):
         if self.training and self.needs_init:
             raise ValueError(f"SubBitConv2d({self.in_channels}->{self.out_channels}) has "
                              "init='frequent' but no codebook yet: call "
                              "subbit.init_codebooks_from(model, bnn) before training")
         w = self.weight.data
-        self._alpha = weight_scale(w)
         self.idx = self.codebook.assign(w)
         k = self.codebook.kernels.astype(w.dtype)[self.idx]
-        return self._alpha[:, None, None, None] * k.reshape(w.shape)
+        return k.reshape(w.shape), weight_scale(w)
 
-    def weight_backward(self, dwq):
-        w = self.weight.data
-        dB = dwq * self._alpha[:, None, None, None]
-        self.weight.grad += dB * clip_ste_grad(w)
+    def binary_weight_backward(self, dB):
+        self.weight.grad += dB * clip_ste_grad(self.weight.data)
         if self.codebook.refining():
             self.codebook.accumulate_grad(self.idx, dB.reshape(-1, 9))
 
