@@ -17,7 +17,6 @@ Two paths compute the same cross-correlation:
 
 import numpy as np
 from numba import njit, prange
-from numpy.lib.stride_tricks import as_strided
 
 _VEC = 16  # SIMD width in float32 lanes (AVX-512) that loop lengths round up to
 _DIRECT_MIN_SIDE = 16  # below 16x16 planes BLAS wins (measured: 8x8 x 64 channels)
@@ -40,16 +39,45 @@ def pad_nchw(x, padding):
     return out
 
 
+@njit(parallel=True, cache=True)
+def _im2col(xp, kh, kw, stride, ho, wo, cols):
+    n_img, c_in = xp.shape[:2]
+    for r in prange(c_in * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        row = cols[r]
+        for n in range(n_img):
+            for y in range(ho):
+                src = xp[n, c, y * stride + i]
+                base = (n * ho + y) * wo
+                for x in range(wo):
+                    row[base + x] = src[x * stride + j]
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, kh, kw, stride, ho, wo, xp):
+    n_img, c_in = xp.shape[:2]
+    for c in prange(c_in):  # one channel per task: the scatter-adds never race
+        for i in range(kh):
+            for j in range(kw):
+                row = cols[(c * kh + i) * kw + j]
+                for n in range(n_img):
+                    for y in range(ho):
+                        dst = xp[n, c, y * stride + i]
+                        base = (n * ho + y) * wo
+                        for x in range(wo):
+                            dst[x * stride + j] += row[base + x]
+
+
 def im2col(x, kh, kw, stride, padding):
     """(N, C, H, W) -> columns (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j)."""
     n, c, h, w = x.shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
-    xp = pad_nchw(x, padding)
-    sn, sc, sh, sw = xp.strides
-    view = as_strided(xp, shape=(c, kh, kw, n, ho, wo),
-                      strides=(sc, sh, sw, sn, sh * stride, sw * stride), writeable=False)
-    return np.ascontiguousarray(view).reshape(c * kh * kw, n * ho * wo), (ho, wo)
+    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(pad_nchw(x, padding)), kh, kw, stride, ho, wo, cols)
+    return cols, (ho, wo)
 
 
 def col2im(cols, x_shape, kh, kw, stride, padding):
@@ -58,11 +86,7 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
     xp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    cols = cols.reshape(c, kh, kw, n, ho, wo)
-    for i in range(kh):
-        for j in range(kw):
-            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += \
-                cols[:, i, j].transpose(1, 0, 2, 3)
+    _col2im(np.ascontiguousarray(cols), kh, kw, stride, ho, wo, xp)
     if padding:
         return xp[:, :, padding:padding + h, padding:padding + w]
     return xp
@@ -90,16 +114,23 @@ def pad_flat(x):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _direct3x3(buf, shape, w, out):
-    """out[n, o] = sum_c 3x3 correlation of padded plane (n, c) with w[o, c]."""
+    """out[n, o] = sum_c 3x3 correlation of padded plane (n, c) with w[o, c].
+
+    Two output channels per pass share each of the 9 tap loads (the loop is
+    load-bound); with an odd count the last pass computes one channel twice.
+    """
     n_img, c_in, hp, wp = shape
     c_out = w.shape[0]
     h, wd = hp - 2, wp - 2
     length = _flat_len(h, wp)
     plane = hp * wp
-    for t in prange(n_img * c_out):
-        n = t // c_out
-        o = t % c_out
+    pairs = (c_out + 1) // 2
+    for t in prange(n_img * pairs):
+        n = t // pairs
+        o = (t % pairs) * 2
+        q = min(o + 1, c_out - 1)
         acc = np.zeros(length, dtype=out.dtype)
+        acc2 = np.zeros(length, dtype=out.dtype)
         for c in range(c_in):
             b0 = (n * c_in + c) * plane
             b1 = b0 + wp
@@ -116,12 +147,21 @@ def _direct3x3(buf, shape, w, out):
             w0, w1, w2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
             w3, w4, w5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
             w6, w7, w8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+            v0, v1, v2 = w[q, c, 0, 0], w[q, c, 0, 1], w[q, c, 0, 2]
+            v3, v4, v5 = w[q, c, 1, 0], w[q, c, 1, 1], w[q, c, 1, 2]
+            v6, v7, v8 = w[q, c, 2, 0], w[q, c, 2, 1], w[q, c, 2, 2]
             for p in range(length):
-                acc[p] += (w0 * s0[p] + w1 * s1[p] + w2 * s2[p] + w3 * s3[p] + w4 * s4[p]
-                           + w5 * s5[p] + w6 * s6[p] + w7 * s7[p] + w8 * s8[p])
+                a0, a1, a2 = s0[p], s1[p], s2[p]
+                a3, a4, a5 = s3[p], s4[p], s5[p]
+                a6, a7, a8 = s6[p], s7[p], s8[p]
+                acc[p] += (w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3 + w4 * a4
+                           + w5 * a5 + w6 * a6 + w7 * a7 + w8 * a8)
+                acc2[p] += (v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3 + v4 * a4
+                            + v5 * a5 + v6 * a6 + v7 * a7 + v8 * a8)
         for y in range(h):
             for x in range(wd):
                 out[n, o, y, x] = acc[y * wp + x]
+                out[n, q, y, x] = acc2[y * wp + x]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -308,3 +348,16 @@ def bn_backward_dx(dout, x, mean, inv_std, gamma, dbeta, dgamma, out):
         for y in range(h):
             for z in range(w):
                 out[n, c, y, z] = k * dout[n, c, y, z] - b - a * (x[n, c, y, z] - mu)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _relu_backward_flat(dout, out, dx):
+    for i in prange(dout.size):
+        dx[i] = dout[i] if out[i] > 0 else 0
+
+
+def relu_backward(dout, out):
+    """Gradient of ReLU given its output: dout where out > 0, else 0."""
+    dx = np.empty_like(dout)
+    _relu_backward_flat(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+    return dx
