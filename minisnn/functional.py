@@ -188,22 +188,38 @@ def _direct3x3_dw(xbuf, gbuf, shape, c_out, dw):
             s6 = xbuf[b2:b2 + length]
             s7 = xbuf[b2 + 1:b2 + 1 + length]
             s8 = xbuf[b2 + 2:b2 + 2 + length]
-            for o in range(c_out):
+            for o in range(0, c_out, 2):  # two outputs per pass share the tap loads
+                q = min(o + 1, c_out - 1)
                 # output (y, x) sits at flat p = y*wp + x; its gradient at p + wp + 1
                 g0 = (n * c_out + o) * plane + wp + 1
+                g1 = (n * c_out + q) * plane + wp + 1
                 g = gbuf[g0:g0 + length]
+                f = gbuf[g1:g1 + length]
                 a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+                e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = e8 = zero
                 for p in range(length):
-                    v = g[p]
-                    a0 += v * s0[p]
-                    a1 += v * s1[p]
-                    a2 += v * s2[p]
-                    a3 += v * s3[p]
-                    a4 += v * s4[p]
-                    a5 += v * s5[p]
-                    a6 += v * s6[p]
-                    a7 += v * s7[p]
-                    a8 += v * s8[p]
+                    u, v = g[p], f[p]
+                    t0, t1, t2 = s0[p], s1[p], s2[p]
+                    t3, t4, t5 = s3[p], s4[p], s5[p]
+                    t6, t7, t8 = s6[p], s7[p], s8[p]
+                    a0 += u * t0
+                    a1 += u * t1
+                    a2 += u * t2
+                    a3 += u * t3
+                    a4 += u * t4
+                    a5 += u * t5
+                    a6 += u * t6
+                    a7 += u * t7
+                    a8 += u * t8
+                    e0 += v * t0
+                    e1 += v * t1
+                    e2 += v * t2
+                    e3 += v * t3
+                    e4 += v * t4
+                    e5 += v * t5
+                    e6 += v * t6
+                    e7 += v * t7
+                    e8 += v * t8
                 acc[o, 0] += a0
                 acc[o, 1] += a1
                 acc[o, 2] += a2
@@ -213,6 +229,16 @@ def _direct3x3_dw(xbuf, gbuf, shape, c_out, dw):
                 acc[o, 6] += a6
                 acc[o, 7] += a7
                 acc[o, 8] += a8
+                if q != o:
+                    acc[q, 0] += e0
+                    acc[q, 1] += e1
+                    acc[q, 2] += e2
+                    acc[q, 3] += e3
+                    acc[q, 4] += e4
+                    acc[q, 5] += e5
+                    acc[q, 6] += e6
+                    acc[q, 7] += e7
+                    acc[q, 8] += e8
         for o in range(c_out):
             for k in range(9):
                 dw[o, c, k // 3, k % 3] = acc[o, k]
