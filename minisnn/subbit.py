@@ -21,6 +21,7 @@ a refinement step, whose backward feeds P, when ``t % period == period - 1``.
 """
 
 import numpy as np
+from numba import njit
 
 from .nn import Module, Parameter
 from .quant import BinaryConv2d, QuantConv2d, clip_ste_grad, weight_scale
@@ -54,9 +55,6 @@ ALL_KERNELS = codes_to_kernels(np.arange(NUM_KERNELS))  # (512, 3, 3), row s has
 
 
 # -- nearest-kernel assignment ------------------------------------------------
-_CHUNK = 1 << 22  # float64 scores per assignment chunk (32 MiB)
-
-
 def _exact_rows(w):
     """Rows (n, 9) of float64 whose signed sums are all exact in float64.
 
@@ -88,36 +86,55 @@ def _exact_argmax(w_row, kernels):
     return best
 
 
+@njit(cache=True)
+def _best_and_near(w, k, best, near):
+    """Per row: the first index of the maximal float64 score w . K_s, and
+    whether another score lies within the rounding tolerance of it."""
+    buf = np.empty(k.shape[0])
+    for r in range(w.shape[0]):
+        top, b, abssum = -np.inf, 0, 0.0
+        for j in range(9):
+            abssum += abs(w[r, j])
+        for s in range(k.shape[0]):
+            score = 0.0
+            for j in range(9):
+                score += k[s, j] * w[r, j]
+            buf[s] = score
+            if score > top:
+                top, b = score, s
+        threshold = top - abssum * 2.0 ** -48
+        count = 0
+        for s in range(k.shape[0]):
+            count += buf[s] >= threshold
+        best[r] = b
+        near[r] = count > 1
+
+
 def nearest_kernels(w, kernels):
     """idx[r] = argmin_s ||w[r] - K_s||_2 with ties to the lowest s, exactly.
 
     ``w`` (n, 9) real kernels, ``kernels`` (S, 9) of +-1. Since ||K_s||^2 = 9,
-    the nearest kernel maximises w . K_s: one float64 GEMM. The result is
-    exact, not just up to rounding: a row whose best score is more than the
-    worst-case float64 summation error (2^-49 * sum|w|, twice) ahead of all
-    others is decided; a row with near-ties is decided by the same GEMM when
-    its sums are provably exact (see :func:`_exact_rows`), else in integer
-    arithmetic (near-tied float32 rows spanning over ~2^25 in magnitude, or
-    float64 rows with long mantissas: rare, so a Python loop is fine). The
-    2^-49 bound has slack over the ~2^-50 of 9-term summation, which also
-    covers the rounding of the threshold itself.
+    the nearest kernel maximises w . K_s, scored in float64 (a numba loop:
+    a BLAS GEMM with an inner dimension of 9 is dominated by threading
+    overhead on a loaded machine). The result is exact, not just up to
+    rounding: a row whose best score is more than the worst-case float64
+    summation error (2^-49 * sum|w|, twice) ahead of all others is decided;
+    a row with near-ties is decided by the same scores when its sums are
+    provably exact (see :func:`_exact_rows`), else in integer arithmetic
+    (near-tied float32 rows spanning over ~2^25 in magnitude, or float64 rows
+    with long mantissas: rare, so a Python loop is fine). The 2^-49 bound has
+    slack over the ~2^-50 of 9-term summation, which also covers the
+    rounding of the threshold itself.
     """
-    w = np.asarray(w, dtype=np.float64)
-    k = np.asarray(kernels, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    k = np.ascontiguousarray(kernels, dtype=np.float64)
     best = np.empty(len(w), dtype=np.int64)
-    chunk = max(1, _CHUNK // len(k))  # bounds the (rows, S) score matrix (ResNet-18, tau 9)
-    for lo in range(0, len(w), chunk):
-        wc = w[lo:lo + chunk]
-        scores = wc @ k.T
-        b = scores.argmax(axis=1)
-        top = scores[np.arange(len(wc)), b]
-        err = np.abs(wc).sum(axis=1) * 2.0 ** -49
-        near = (scores >= (top - 2 * err)[:, None]).sum(axis=1) > 1
-        if near.any():
-            rows = np.flatnonzero(near)
-            for r in rows[~_exact_rows(wc[rows])]:
-                b[r] = _exact_argmax(wc[r], k)
-        best[lo:lo + chunk] = b
+    near = np.empty(len(w), dtype=np.bool_)
+    _best_and_near(w, k, best, near)
+    if near.any():
+        rows = np.flatnonzero(near)
+        for r in rows[~_exact_rows(w[rows])]:
+            best[r] = _exact_argmax(w[r], k)
     return best
 
 

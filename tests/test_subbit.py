@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from gradcheck import assert_close, numerical_grad
 from minisnn import functional as F
-from minisnn import models, subbit
+from minisnn import models
 from minisnn.nn import softmax_cross_entropy
 from minisnn.quant import BinaryConv2d, weight_scale
 from minisnn.subbit import (ALL_KERNELS, Codebook, SubBitConv2d, binary_kernel_codes,
@@ -86,14 +86,6 @@ def test_assignment_wide_magnitudes_and_constructed_ties(rng):
     w[::3, 4] = w[::3, 5]  # equal pairs (tie when kernels differ by a swap)
     w[1::3, :3] = 0
     np.testing.assert_array_equal(nearest_kernels(w, kernels), brute_nearest(w, kernels))
-
-
-def test_assignment_in_chunks_is_the_same(rng, monkeypatch):
-    kernels = codes_to_kernels(rng.choice(512, 32, replace=False)).reshape(-1, 9)
-    w = (rng.integers(-3, 4, (500, 9)) / 2).astype(np.float32)
-    whole = nearest_kernels(w, kernels)
-    monkeypatch.setattr(subbit, "_CHUNK", 32 * 7)  # 7 rows per chunk, a ragged last chunk
-    np.testing.assert_array_equal(nearest_kernels(w, kernels), whole)
 
 
 def test_codebook_assign_shape(rng):
