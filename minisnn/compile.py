@@ -2,12 +2,33 @@
 
 The compiled model is plain data: export writes it out as ROMs, the
 popcount kernels run it, the RTL harness checks Verilog against it.
+
+``compile_checkpoint(path)`` / ``compile_model(model)`` turn a CIFAR ResNet
+with binary activations (1W/1A or sub-bit W/1A) into a CompiledModel whose
+``predict`` returns the float eval-mode model's logits bit for bit: each
+block conv runs as integer popcount sums s = conv(sign(x), B) on packed
+bits (the Dot9-table kernel with codebook + idx for sub-bit layers), and
+every float step around it (alpha multiply, batch norm, shortcut add,
+Hardtanh, stem conv, pool, classifier) calls the same float32 functions
+with the same arrays as the float model. Where a batch norm feeds a sign
+directly, conv + BN + sign fold into integer thresholds
+(:func:`sign_thresholds`); the ResNet blocks add a shortcut first, so
+there the records carry scale/shift only. CLI: ``python -m minisnn.infer``.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import List, Optional
 
 import numpy as np
+from numba import njit, prange
+
+from . import bitpack, checkpoint, popcount
+from . import data as D
+from . import functional as F
+from .models import ResNetCifar, build_model
+from .nn import Hardtanh, Module
+from .quant import QuantConv2d
+from .subbit import SubBitConv2d, kernels_to_codes
 
 
 @dataclass
@@ -43,3 +64,346 @@ class BinaryConvLayer:
     @property
     def out_width(self):
         return (self.width - 1) // self.stride + 1
+
+
+# ------------------------------------------------------------------ float parts
+
+@dataclass
+class ChannelAffine:
+    """An eval-mode batch norm as the float model applies it: x * scale[c] + shift[c]
+    through minisnn.functional.channel_affine, with the same float32 arrays."""
+
+    scale: np.ndarray  # float32 (C,)
+    shift: np.ndarray  # float32 (C,)
+
+    def __call__(self, x):
+        out = np.empty_like(x)
+        F.channel_affine(x, self.scale, self.shift, out)
+        return out
+
+
+def bn_affine(bn):
+    """ChannelAffine of a BatchNorm2d in eval mode: the arithmetic of
+    BatchNorm2d.forward (float64 statistics, cast to float32 last), so both
+    produce the same arrays and hence the same outputs bit for bit."""
+    mean, var = bn.running_mean.astype(np.float64), bn.running_var.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var + bn.eps)
+    scale = bn.weight.data * inv_std
+    shift = bn.bias.data - mean * scale
+    return ChannelAffine(scale.astype(np.float32), shift.astype(np.float32))
+
+
+def hardtanh(x):
+    """Hardtanh.forward without its backward cache."""
+    return np.clip(x, -1, 1)
+
+
+# ------------------------------------------------------------------ thresholds
+
+def sign_thresholds(alpha, bn, c_in):
+    """Fold sign(bn(alpha * s)) into integer thresholds, exactly.
+
+    Every integer sum s in [-9 c_in, 9 c_in] is pushed through the same
+    float32 arithmetic as the engine (alpha multiply, then ``bn``), so the
+    thresholds agree with the float path on each of them, rounding
+    included. Returns (threshold int32, flip bool): the bit is
+    s >= threshold, or s <= threshold where flip (alpha * gamma < 0). A
+    channel with a constant sign (gamma or alpha 0, or a dominant shift)
+    gets a threshold outside the range.
+    """
+    alpha = np.asarray(alpha, np.float32)
+    bound = 9 * int(c_in)
+    s = np.arange(-bound, bound + 1, dtype=np.int32)
+    y = s.astype(np.float32)[None, None, None, :] * alpha[None, :, None, None]
+    bits = bn(np.ascontiguousarray(y))[0, :, 0] >= 0  # (C, 2 * bound + 1); sign(0) = +1
+    flip = alpha * bn.scale < 0
+    threshold = np.empty(alpha.shape, np.int32)
+    for o in range(alpha.size):
+        on = s[bits[o]]
+        if flip[o]:
+            threshold[o] = on.max() if on.size else -bound - 1
+        else:
+            threshold[o] = on.min() if on.size else bound + 1
+        rule = s <= threshold[o] if flip[o] else s >= threshold[o]
+        if not np.array_equal(rule, bits[o]):  # only NaN parameters break monotonicity
+            raise ValueError(f"channel {o}: sign(bn(alpha * s)) is not monotone in s "
+                             f"(alpha {alpha[o]}, scale {bn.scale[o]}, shift {bn.shift[o]})")
+    return threshold, flip
+
+
+# ------------------------------------------------------------------ sign + packing
+
+# Fused sign + packing straight from the float activations, parallel over
+# images: the same arrays as bitpack.pack_activations / bitpack.patch_codes
+# (tested), which build them in several numpy passes and, at 32x32, cost
+# about as much as the popcount convs themselves.
+
+@njit(parallel=True, cache=True)
+def _sign_pack(x, words):
+    n, c, h, w = x.shape
+    out = np.zeros((n, h, w, words), dtype=np.uint64)
+    for t in prange(n * h):
+        b = t // h
+        y = t % h
+        for i in range(c):
+            k = i // 64
+            bit = np.uint64(1) << np.uint64(i % 64)
+            for z in range(w):
+                if x[b, i, y, z] >= 0:  # sign(x) = +1 for x >= 0
+                    out[b, y, z, k] |= bit
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _sign_patch_codes(x, stride, ho, wo):
+    n, c, h, w = x.shape
+    out = np.empty((n, c, ho, wo), dtype=np.uint16)
+    for t in prange(n * c):
+        b = t // c
+        i = t % c
+        # trip[y, z]: 3-bit code of the padded row y at window column z (bit dx);
+        # a window's code is then three row triplets, bits 0-2, 3-5, 6-8.
+        bits = np.zeros((h + 2, w + 2), dtype=np.uint16)  # zero padding: bit 0
+        for y in range(h):
+            for z in range(w):
+                bits[y + 1, z + 1] = x[b, i, y, z] >= 0  # sign(x) = +1 for x >= 0
+        trip = np.empty((h + 2, wo), dtype=np.uint16)
+        for y in range(h + 2):
+            for z in range(wo):
+                z0 = z * stride
+                trip[y, z] = bits[y, z0] | (bits[y, z0 + 1] << 1) | (bits[y, z0 + 2] << 2)
+        for y in range(ho):
+            y0 = y * stride
+            for z in range(wo):
+                out[b, i, y, z] = trip[y0, z] | (trip[y0 + 1, z] << 3) | (trip[y0 + 2, z] << 6)
+    return out
+
+
+def sign_pack(x):
+    """bitpack.pack_activations(x) of float32 x (N, C, H, W), fused."""
+    return _sign_pack(np.ascontiguousarray(x), bitpack.num_words(x.shape[1]))
+
+
+def sign_patch_codes(x, stride=1):
+    """bitpack.patch_codes(x, stride) of float32 x (N, C, H, W), fused."""
+    stride = bitpack.check_stride(stride)
+    return _sign_patch_codes(np.ascontiguousarray(x), stride, bitpack.output_size(x.shape[2], stride),
+                             bitpack.output_size(x.shape[3], stride))
+
+
+# ------------------------------------------------------------------ binary convs
+
+@dataclass
+class CompiledConv:
+    """A binary 3x3 conv with binary input and its batch norm.
+
+    ``layer`` holds the integer part (kernel codes, codebook + idx) and the
+    single-affine fold ``scale = alpha * bn.scale`` for hardware; the engine
+    itself applies ``alpha`` and then ``bn`` as two float32 steps, as the
+    float model does, so its outputs are bit-identical to it.
+    """
+
+    layer: BinaryConvLayer
+    alpha: np.ndarray  # float32 (c_out,)
+    bn: ChannelAffine
+    packed_weights: Optional[np.ndarray] = None  # uint64 (c_out, 3, 3, words), BNN layers
+    masks: Optional[np.ndarray] = None  # uint16 (Ho, Wo) tap masks, sub-bit layers
+
+    def sums(self, x):
+        """Integer sums int32 (N, c_out, Ho, Wo) of conv(sign(x), B) by popcount."""
+        layer = self.layer
+        if x.shape[1:] != (layer.c_in, layer.height, layer.width):
+            raise ValueError(f"layer {layer.name}: expects input (N, {layer.c_in}, {layer.height}, "
+                             f"{layer.width}), found {x.shape}")
+        if layer.tau is None:
+            return popcount.bnn_conv3x3_packed(sign_pack(x), self.packed_weights, layer.c_in,
+                                               layer.stride)
+        return popcount.snn_conv3x3_codes(sign_patch_codes(x, layer.stride), self.masks,
+                                          layer.codebook, layer.idx)
+
+    def forward(self, x):
+        """bn(alpha * conv(sign(x), B)) in float32, as QuantConv2d + BatchNorm2d."""
+        out = self.sums(x).astype(np.float32)
+        out *= self.alpha[:, None, None]
+        return self.bn(out)
+
+    def sign_bits(self, x):
+        """uint8 bits (1 = +1) of sign(forward(x)) from the integer thresholds."""
+        layer = self.with_thresholds()
+        return popcount.apply_thresholds(self.sums(x), layer.threshold, layer.flip)
+
+    def with_thresholds(self):
+        """The layer record with the conv + BN + sign fold (for a sign right after the BN)."""
+        if self.layer.threshold is not None:
+            return self.layer
+        threshold, flip = sign_thresholds(self.alpha, self.bn, self.layer.c_in)
+        return replace(self.layer, threshold=threshold, flip=flip)
+
+
+def _binary_conv_error(name, conv):
+    if not isinstance(conv, QuantConv2d):
+        return (f"layer {name}: {type(conv).__name__} has full-precision weights; the integer "
+                "engine needs binary or sub-bit weights with binary activations "
+                "(train with --quant bnn/snn --act binary)")
+    if not conv.binary_act:
+        return (f"layer {name}: {type(conv).__name__} takes real activations (act 'real'); the "
+                "integer engine needs binary activations (train with --act binary)")
+    if (conv.kernel_size, conv.padding) != (3, 1) or conv.stride not in bitpack.STRIDES:
+        return (f"layer {name}: the integer engine runs 3x3 convs with padding 1 and stride 1 "
+                f"or 2, found kernel {conv.kernel_size}, padding {conv.padding}, "
+                f"stride {conv.stride}")
+    return None
+
+
+def compile_conv(name, conv, bn, height, width, thresholds=False):
+    """CompiledConv of a binary conv (BinaryConv2d or SubBitConv2d with binary
+    activations) followed by ``bn``, for inputs of ``height`` x ``width``.
+    ``thresholds`` adds the conv + BN + sign fold to the layer record."""
+    error = _binary_conv_error(name, conv)
+    if error:
+        raise ValueError(error)
+    b, alpha = conv.binary_weight()  # the very (B, alpha) the float forward uses
+    codes = kernels_to_codes(b)
+    tau = codebook = idx = None
+    if isinstance(conv, SubBitConv2d):
+        tau = conv.codebook.tau
+        codebook = np.asarray(conv.codebook.codes, np.uint16)
+        idx = np.asarray(conv.idx, np.uint16)
+        if not np.array_equal(codebook[idx], codes):
+            raise ValueError(f"layer {name}: codebook[idx] differs from the binary kernels")
+    affine = bn_affine(bn)
+    alpha = np.asarray(alpha, np.float32)
+    layer = BinaryConvLayer(
+        name=name, c_in=conv.in_channels, c_out=conv.out_channels, height=height, width=width,
+        stride=conv.stride, kernel_codes=codes, scale=alpha * affine.scale, shift=affine.shift,
+        tau=tau, codebook=codebook, idx=idx)
+    compiled = CompiledConv(layer, alpha, affine)
+    if tau is None:
+        compiled.packed_weights = bitpack.pack_weights(codes)
+    else:
+        compiled.masks = bitpack.tap_masks(height, width, conv.stride)
+    if thresholds:
+        compiled.layer = compiled.with_thresholds()
+    return compiled
+
+
+# ------------------------------------------------------------------ whole model
+
+@dataclass
+class CompiledBlock:
+    """A double-shortcut basic block: h = hardtanh(bn1(conv1 x) + shortcut(x)),
+    out = hardtanh(bn2(conv2 h) + h)."""
+
+    conv1: CompiledConv
+    conv2: CompiledConv
+    shortcut: Module  # the float model's parameterless ShortcutA / Identity
+
+    def forward(self, x):
+        out = self.conv1.forward(x)
+        out += self.shortcut.forward(x)
+        h = hardtanh(out)
+        out = self.conv2.forward(h)
+        out += h
+        return hardtanh(out)
+
+
+@dataclass
+class CompiledModel:
+    """Integer-engine ResNet: float32 stem, binary blocks on popcount, float32 head."""
+
+    config: dict
+    stem_weight: np.ndarray  # float32 (C, 3, k, k)
+    stem_stride: int
+    stem_padding: int
+    stem_bn: ChannelAffine
+    blocks: List[CompiledBlock]
+    fc_weight: np.ndarray  # float32 (classes, C)
+    fc_bias: np.ndarray  # float32 (classes,)
+    input_size: int = 32
+
+    @property
+    def layers(self):
+        """Every binary 3x3 layer record in forward order (what export writes)."""
+        return [conv.layer for block in self.blocks for conv in (block.conv1, block.conv2)]
+
+    def predict(self, x):
+        """Logits float32 (N, classes) of normalized float32 images (N, 3, H, W)."""
+        x = np.asarray(x)
+        want = (3, self.input_size, self.input_size)
+        if x.ndim != 4 or x.shape[1:] != want or x.dtype != np.float32:
+            raise ValueError(f"predict expects float32 (N, {', '.join(map(str, want))}) images, "
+                             f"found {x.dtype} {x.shape}")
+        out = F.conv2d_forward(x, self.stem_weight, self.stem_stride, self.stem_padding)[0]
+        out = hardtanh(self.stem_bn(out))
+        for block in self.blocks:
+            out = block.forward(out)
+        return out.mean(axis=(2, 3)) @ self.fc_weight.T + self.fc_bias
+
+
+def logits_in_batches(forward, images, batch_size=500):
+    """forward(normalized batch) over uint8 NHWC images in consecutive batches.
+
+    The float and the compiled model must see the same partition: BLAS
+    may sum the classifier's dot products differently for another batch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, found {batch_size}")
+    return np.concatenate([forward(D.normalize(images[i:i + batch_size]))
+                           for i in range(0, len(images), batch_size)])
+
+
+def compile_model(model):
+    """Compile a CIFAR ResNet with binary activations (1W/1A or sub-bit W/1A)
+    into a CompiledModel computing its eval-mode function.
+
+    A model without binary weights and activations in every block conv is
+    refused with a ValueError naming the first offending layer.
+    """
+    if not isinstance(model, ResNetCifar):
+        raise ValueError(f"the integer engine compiles CIFAR ResNets (ResNetCifar), found "
+                         f"{type(model).__name__}")
+    for name, module in model.named_modules():
+        if name.count(".") == 2 and name.rsplit(".", 1)[1] in ("conv1", "conv2"):
+            error = _binary_conv_error(name, module)
+            if error:
+                raise ValueError(error)
+    if model.conv1.bias is not None:
+        raise ValueError("layer conv1: the stem conv has a bias, which ResNetCifar never builds")
+    size = model.input_size
+    blocks = []
+    for s, stage in enumerate(model.stages()):
+        for b, block in enumerate(stage):
+            name = f"layer{s + 1}.{b}"
+            if not (block.double_shortcut and isinstance(block.act1, Hardtanh)
+                    and isinstance(block.act2, Hardtanh)):
+                raise ValueError(f"layer {name}: the integer engine needs the binary-activation "
+                                 "block (double shortcut, Hardtanh)")
+            conv1 = compile_conv(f"{name}.conv1", block.conv1, block.bn1, size, size)
+            size = conv1.layer.out_height
+            conv2 = compile_conv(f"{name}.conv2", block.conv2, block.bn2, size, size)
+            blocks.append(CompiledBlock(conv1, conv2, block.shortcut))
+    return CompiledModel(
+        config=dict(model.config), stem_weight=model.conv1.weight.data.copy(),
+        stem_stride=model.conv1.stride, stem_padding=model.conv1.padding,
+        stem_bn=bn_affine(model.bn1), blocks=blocks, fc_weight=model.fc.weight.data.copy(),
+        fc_bias=model.fc.bias.data.copy(), input_size=model.input_size)
+
+
+def load_model(path):
+    """The float model of a checkpoint, in eval mode."""
+    arrays, config = checkpoint.load_checkpoint(path)
+    if not isinstance(config.get("model"), dict):
+        raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
+    model = build_model(config["model"])
+    checkpoint.restore_module(model, arrays, path)
+    return model.eval()
+
+
+def compile_checkpoint(path):
+    """CompiledModel of a training checkpoint (see compile_model)."""
+    try:
+        return compile_model(load_model(path))
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{path}: {exc}") from None
