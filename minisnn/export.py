@@ -212,10 +212,8 @@ def main(argv=None):
         if args.random:
             layers = [random_layer(np.random.default_rng(args.seed), args.cin, args.cout, args.tau,
                                    args.height, args.width, args.stride)]
-        elif not hasattr(compile_mod, "compile_checkpoint"):
-            raise ValueError("minisnn.compile has no compile_checkpoint yet: only --random works")
         else:
-            layers = compile_mod.compile_checkpoint(args.rom)
+            layers = compile_mod.compile_checkpoint(args.rom).layers
         if args.layer is not None:
             layers = [l for l in layers if l.name == args.layer]
             if not layers:
