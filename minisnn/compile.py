@@ -394,16 +394,18 @@ def load_model(path):
     arrays, config = checkpoint.load_checkpoint(path)
     if not isinstance(config.get("model"), dict):
         raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
-    model = build_model(config["model"])
+    try:
+        model = build_model(config["model"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
     checkpoint.restore_module(model, arrays, path)
     return model.eval()
 
 
 def compile_checkpoint(path):
     """CompiledModel of a training checkpoint (see compile_model)."""
+    model = load_model(path)
     try:
-        return compile_model(load_model(path))
+        return compile_model(model)
     except ValueError as exc:
-        if str(path) in str(exc):
-            raise
         raise ValueError(f"{path}: {exc}") from None

@@ -1,0 +1,103 @@
+"""Integer-engine inference: ``python -m minisnn.infer CHECKPOINT``.
+
+Compiles a 1W/1A or sub-bit W/1A checkpoint (minisnn.compile), runs it on
+the CIFAR-10 test set next to the float model in eval mode, and reports the
+engine's accuracy, its agreement with the float model (differing
+predictions, images whose logits are exactly equal, max |logit
+difference|) and the images/s of both, each timed over the same batches.
+A checkpoint the engine cannot run (full precision, real activations) is
+refused with the first offending layer named (exit code 2).
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from . import data as D
+from .compile import compile_model, load_model, logits_in_batches
+from .models import mode_name
+
+
+def _timed_logits(forward, images, batch_size):
+    forward(D.normalize(images[:min(batch_size, len(images))]))  # warm-up: numba, allocations
+    start = time.perf_counter()
+    logits = logits_in_batches(forward, images, batch_size)
+    return logits, time.perf_counter() - start
+
+
+def compare(model, compiled, images, labels, batch_size=500):
+    """Accuracy of both and their agreement on ``images`` (uint8 NHWC)."""
+    int_logits, int_seconds = _timed_logits(compiled.predict, images, batch_size)
+    float_logits, float_seconds = _timed_logits(model.forward, images, batch_size)
+    int_pred, float_pred = int_logits.argmax(axis=1), float_logits.argmax(axis=1)
+    differ = int_pred != float_pred
+    # a disagreement is harmless only if the float logits tie at the top
+    top = float_logits.max(axis=1, keepdims=True)
+    tied = (float_logits == top).sum(axis=1) > 1
+    n = len(labels)
+    return {
+        "images": n, "batch_size": batch_size,
+        "int_accuracy": float((int_pred == labels).mean()),
+        "float_accuracy": float((float_pred == labels).mean()),
+        "differing_predictions": int(differ.sum()),
+        "differing_at_float_ties": int((differ & tied).sum()),
+        "exactly_equal_logits": int(np.all(int_logits == float_logits, axis=1).sum()),
+        "max_abs_logit_difference": float(np.abs(int_logits.astype(np.float64)
+                                                 - float_logits).max()),
+        "int_images_per_s": n / int_seconds, "float_images_per_s": n / float_seconds,
+        "speedup": float_seconds / int_seconds,
+    }
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minisnn.infer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint.npz of a 1W/1A or sub-bit W/1A ResNet-20")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="images per forward, the same batches for both models (default 500)")
+    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    D.add_data_arguments(p)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be positive, found {args.batch_size}")
+        model = load_model(args.checkpoint)
+        try:
+            compiled = compile_model(model)
+        except ValueError as exc:
+            raise ValueError(f"{args.checkpoint}: {exc}") from None
+        dataset = D.load_from_args(args, progress=not args.json)
+        result = compare(model, compiled, dataset["x_test"], dataset["y_test"], args.batch_size)
+    except ValueError as exc:  # data.DataError is a ValueError too
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = compiled.config
+    result = dict(checkpoint=str(args.checkpoint), mode=mode_name(config["quant"], config["act"],
+                                                                   config.get("tau")), **result)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{result['checkpoint']}: {config.get('arch')} {result['mode']}, "
+          f"{len(compiled.layers)} binary 3x3 layers on the integer engine")
+    print(f"test images          {result['images']} (batches of {result['batch_size']})")
+    print(f"accuracy             integer {100 * result['int_accuracy']:.2f}%, "
+          f"float {100 * result['float_accuracy']:.2f}%")
+    print(f"differing predictions {result['differing_predictions']} "
+          f"({result['differing_at_float_ties']} at float ties)")
+    print(f"exactly equal logits {result['exactly_equal_logits']} / {result['images']} images, "
+          f"max |difference| {result['max_abs_logit_difference']:.3g}")
+    print(f"images/s             integer {result['int_images_per_s']:.0f}, "
+          f"float {result['float_images_per_s']:.0f} (x{result['speedup']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

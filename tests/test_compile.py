@@ -1,0 +1,208 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisnn import bitpack, export, infer, models, popcount, train
+from minisnn import checkpoint as ckpt
+from minisnn import compile as C
+from minisnn import data as D
+from minisnn.nn import BatchNorm2d
+from minisnn.quant import BinaryConv2d, sign
+from minisnn.subbit import SubBitConv2d
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+BINARY_MODES = [("bnn", None), ("snn", 5)]
+
+
+def randomize_bn(bn, rng):
+    """Running stats and affine far from the init, so signs after each BN vary."""
+    c = bn.weight.data.size
+    bn.weight.data = rng.normal(0, 1, c).astype(np.float32)
+    bn.bias.data = rng.normal(0, 0.5, c).astype(np.float32)
+    bn.running_mean = rng.normal(0, 3, c).astype(np.float32)
+    bn.running_var = rng.uniform(0.5, 30, c).astype(np.float32)
+
+
+def random_model(quant, act, tau, seed):
+    model = models.resnet20(quant, act, tau=tau, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for _, module in model.named_modules():
+        if isinstance(module, BatchNorm2d):
+            randomize_bn(module, rng)
+    return model.eval()
+
+
+def save_model(path, model):
+    ckpt.save_checkpoint(path, {f"model.{k}": v for k, v in model.state_dict().items()},
+                         {"model": model.config})
+    return path
+
+
+# ------------------------------------------------------------------ random models
+
+@pytest.mark.parametrize("quant,tau", BINARY_MODES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_logits_equal_float_eval_logits(quant, tau, seed):
+    model = random_model(quant, "binary", tau, seed)
+    compiled = C.compile_model(model)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((12, 3, 32, 32)) * rng.uniform(0.2, 3)).astype(np.float32)
+    expected = model.forward(x)
+    assert np.ptp(expected, axis=0).min() > 0  # every logit varies: the signs inside do too
+    np.testing.assert_array_equal(compiled.predict(x), expected)
+    assert len(compiled.layers) == 18
+    assert all(layer.tau == tau for layer in compiled.layers)
+
+
+def test_compiled_layers_hold_the_trained_kernels():
+    model = random_model("snn", "binary", 5, 3)
+    compiled = C.compile_model(model)
+    conv = model.layer2[0].conv1
+    layer = compiled.layers[6]
+    assert layer.name == "layer2.0.conv1" and (layer.c_in, layer.c_out, layer.stride) == (16, 32, 2)
+    assert (layer.height, layer.out_height) == (32, 16)
+    np.testing.assert_array_equal(layer.kernel_codes, conv.kernel_codes())
+    np.testing.assert_array_equal(layer.codebook[layer.idx], layer.kernel_codes)
+
+
+@pytest.mark.parametrize("channels", [5, 64, 70])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_sign_packing_matches_bitpack(channels, stride):
+    rng = np.random.default_rng(channels + stride)
+    x = rng.standard_normal((3, channels, 9, 10)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = 0.0
+    x[rng.random(x.shape) < 0.1] = -0.0  # sign(-0) = +1 too
+    np.testing.assert_array_equal(C.sign_pack(x), bitpack.pack_activations(x))
+    np.testing.assert_array_equal(C.sign_patch_codes(x, stride), bitpack.patch_codes(x, stride))
+
+
+# ------------------------------------------------------------------ threshold fold
+
+def random_bn_params(rng, c, alpha):
+    """gamma with negatives and zeros; some means put the BN zero exactly on an integer."""
+    gamma = rng.normal(0, 1, c).astype(np.float32)
+    gamma[rng.random(c) < 0.2] = 0
+    beta = rng.normal(0, 1, c).astype(np.float32)
+    mean = rng.normal(0, 5, c).astype(np.float32)
+    on_integer = rng.random(c) < 0.4
+    mean[on_integer] = (alpha * rng.integers(-20, 21, c))[on_integer]
+    beta[on_integer] = 0
+    var = rng.uniform(1e-3, 10, c).astype(np.float32)
+    return gamma, beta, mean, var
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("c_in", [3, 16, 64])
+def test_thresholds_equal_sign_of_float_bn_at_every_integer(seed, c_in):
+    rng = np.random.default_rng(seed)
+    c = 24
+    alpha = rng.uniform(0, 2, c).astype(np.float32)
+    alpha[rng.random(c) < 0.1] = 0
+    bn = BatchNorm2d(c).eval()
+    bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var = random_bn_params(rng, c, alpha)
+    threshold, flip = C.sign_thresholds(alpha, C.bn_affine(bn), c_in)
+    np.testing.assert_array_equal(flip, alpha * bn.weight.data < 0)
+    bound = 9 * c_in
+    s = np.arange(-bound, bound + 1, dtype=np.int32)
+    # reference: the float layers themselves on every integer sum, one per image
+    sums = np.broadcast_to(s[:, None, None, None], (s.size, c, 1, 1))
+    conv_out = sums.astype(np.float32) * alpha[:, None, None]
+    expected = sign(bn.forward(np.ascontiguousarray(conv_out))) > 0
+    bits = popcount.apply_thresholds(np.ascontiguousarray(sums), threshold, flip)
+    np.testing.assert_array_equal(bits.astype(bool), expected)
+
+
+@pytest.mark.parametrize("conv_cls", [BinaryConv2d, SubBitConv2d])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_bn_sign_chain_runs_on_thresholds(conv_cls, stride):
+    rng = np.random.default_rng(stride)
+    conv = conv_cls(20, 12, stride=stride, binary_act=True, rng=rng)
+    bn = BatchNorm2d(12)
+    randomize_bn(bn, rng)
+    bn.weight.data[::4] *= -1
+    bn.eval()
+    x = rng.standard_normal((4, 20, 10, 10)).astype(np.float32)
+    expected = sign(bn.forward(conv.forward(x))) > 0
+    compiled = C.compile_conv("chain", conv, bn, 10, 10, thresholds=True)
+    assert compiled.layer.threshold is not None and compiled.layer.flip.any()
+    np.testing.assert_array_equal(compiled.sign_bits(x).astype(bool), expected)
+    assert 0 < expected.mean() < 1
+
+
+# ------------------------------------------------------------------ bad inputs
+
+@pytest.mark.parametrize("quant,act,tau,what", [
+    ("fp", "real", None, "full-precision"),
+    ("bnn", "real", None, "real activations"),
+    ("snn", "real", 5, "real activations"),
+])
+def test_non_binary_checkpoints_are_refused_naming_the_layer(tmp_path, capsys, quant, act, tau, what):
+    path = save_model(tmp_path / "m.npz", models.resnet20(quant, act, tau=tau))
+    with pytest.raises(ValueError, match=f"layer1.0.conv1.*{what}"):
+        C.compile_checkpoint(path)
+    assert infer.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "layer1.0.conv1" in err and what in err and "Traceback" not in err
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path, capsys):
+    assert infer.main([str(tmp_path / "none.npz")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert infer.main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a readable checkpoint" in err
+
+
+def test_export_writes_every_compiled_layer(tmp_path):
+    path = save_model(tmp_path / "m.npz", random_model("snn", "binary", 5, 0))
+    assert export.main(["--rom", str(path), "--out", str(tmp_path / "rom")]) == 0
+    manifest = json.loads((tmp_path / "rom" / "manifest.json").read_text())
+    assert len(manifest["layers"]) == 18
+    layer = export.read_layer(tmp_path / "rom", "layer3.2.conv2")
+    np.testing.assert_array_equal(layer.kernel_codes,
+                                  C.compile_checkpoint(path).layers[-1].kernel_codes)
+
+
+# ------------------------------------------------------------------ trained models
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 1W/1A and a tau=5 W/1A ResNet-20 trained briefly on real images."""
+    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
+    root = tmp_path_factory.mktemp("compile")
+    source = root / "cifar-small.npz"
+    np.savez(source, **D.load_image_folder(SHARED, limit_per_class=60))
+    paths = {}
+    for quant in ("bnn", "snn"):
+        out = root / quant
+        assert train.main(["--quant", quant, "--act", "binary", "--tau", "5", "--epochs", "1",
+                           "--batch-size", "50", "--optimizer", "adam", "--lr", "0.005",
+                           "--warmup-epochs", "0", "--test-subset", "50", "--data", str(source),
+                           "--out", str(out), "--quiet"]) == 0
+        paths[quant] = out / "checkpoint.npz"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cifar_test():
+    d = D.load_cifar10(progress=False)
+    assert d["x_test"].shape == (10000, 32, 32, 3)
+    return d["x_test"], d["y_test"]
+
+
+@pytest.mark.parametrize("quant", ["bnn", "snn"])
+def test_trained_model_agrees_on_all_10000_test_images(trained, cifar_test, quant):
+    model = C.load_model(trained[quant])
+    compiled = C.compile_model(model)
+    images, labels = cifar_test
+    result = infer.compare(model, compiled, images, labels, batch_size=500)
+    assert result["images"] == 10000
+    assert result["differing_predictions"] == 0, result
+    assert result["exactly_equal_logits"] == 10000, result
+    assert result["max_abs_logit_difference"] == 0
+    assert result["int_accuracy"] == result["float_accuracy"]
