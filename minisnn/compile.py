@@ -158,24 +158,23 @@ def _sign_pack(x, words):
 def _sign_patch_codes(x, stride, ho, wo):
     n, c, h, w = x.shape
     out = np.empty((n, c, ho, wo), dtype=np.uint16)
-    for t in prange(n * c):
-        b = t // c
-        i = t % c
-        # trip[y, z]: 3-bit code of the padded row y at window column z (bit dx);
-        # a window's code is then three row triplets, bits 0-2, 3-5, 6-8.
-        bits = np.zeros((h + 2, w + 2), dtype=np.uint16)  # zero padding: bit 0
-        for y in range(h):
-            for z in range(w):
-                bits[y + 1, z + 1] = x[b, i, y, z] >= 0  # sign(x) = +1 for x >= 0
+    for b in prange(n):  # scratch allocated per image, not per plane
+        bits = np.zeros((h + 2, w + 2), dtype=np.uint16)  # zero padding stays bit 0
         trip = np.empty((h + 2, wo), dtype=np.uint16)
-        for y in range(h + 2):
-            for z in range(wo):
-                z0 = z * stride
-                trip[y, z] = bits[y, z0] | (bits[y, z0 + 1] << 1) | (bits[y, z0 + 2] << 2)
-        for y in range(ho):
-            y0 = y * stride
-            for z in range(wo):
-                out[b, i, y, z] = trip[y0, z] | (trip[y0 + 1, z] << 3) | (trip[y0 + 2, z] << 6)
+        for i in range(c):
+            for y in range(h):
+                for z in range(w):
+                    bits[y + 1, z + 1] = x[b, i, y, z] >= 0  # sign(x) = +1 for x >= 0
+            # trip[y, z]: 3-bit code of padded row y under window column z (bit dx);
+            # a window's code is three row triplets, bits 0-2, 3-5, 6-8.
+            for y in range(h + 2):
+                for z in range(wo):
+                    z0 = z * stride
+                    trip[y, z] = bits[y, z0] | (bits[y, z0 + 1] << 1) | (bits[y, z0 + 2] << 2)
+            for y in range(ho):
+                y0 = y * stride
+                for z in range(wo):
+                    out[b, i, y, z] = trip[y0, z] | (trip[y0 + 1, z] << 3) | (trip[y0 + 2, z] << 6)
     return out
 
 
