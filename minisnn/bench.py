@@ -286,7 +286,7 @@ def _register_kernels(sub):
 
 def _print_rtl_table(rows):
     print(f"{'layer':<26}{'engine':<10}{'P_DOT':>6}{'sim HxW':>8}{'cycles sim':>11}{'model sim':>10}"
-          f"{'model full':>11}{'w bits':>9}{'cells':>7}{'LUT':>6}{'FF':>6}{'BRAM':>5}{'cells*cyc':>11}{'vs BNN':>7}")
+          f"{'model full':>11}{'w bits':>9}{'cells':>7}{'LUT':>6}{'FF':>6}{'cells*cyc':>11}{'vs BNN':>7}")
     for r in rows:
         if r["engine"] == "bnn":
             base = r.get("cells_x_cycles")
@@ -295,10 +295,11 @@ def _print_rtl_table(rows):
         print(f"{r['layer']:<26}{r['engine'] + ('' if r['tau'] is None else ' t=%d' % r['tau']):<10}"
               f"{r['p_dot'] or '-':>6}{'%dx%d' % (r['sim_size'], r['sim_size']):>8}{r['cycles_sim']:>11}"
               f"{r['cycles_model_sim']:>10}{r['cycles_model_full']:>11}{r['weight_bits']:>9}"
-              f"{r.get('cells', '-'):>7}{ice.get('lut', '-'):>6}{ice.get('ff', '-'):>6}{ice.get('bram', '-'):>5}"
+              f"{r.get('cells', '-'):>7}{ice.get('lut', '-'):>6}{ice.get('ff', '-'):>6}"
               f"{r.get('cells_x_cycles', '-'):>11}{'%.2f' % ratio if ratio else '-':>7}")
     print("model full: analytic cycles at the full layer size; it equals the simulation at sim HxW. "
-          "cells/LUT/FF: engine logic, memories black-boxed. vs BNN: BNN cells*cycles / this row's.")
+          "cells (yosys synth), LUT/FF (synth_ice40): engine logic with the memories black-boxed "
+          "(so no BRAM), weights counted in w bits. vs BNN: BNN cells*cycles / this row's.")
 
 
 def _run_rtl(args):
@@ -309,9 +310,13 @@ def _run_rtl(args):
     rng = np.random.default_rng(args.seed)
     rows = []
     for name, channels, size, large in KERNEL_LAYERS:
+        if args.layers and not any(key in name for key in args.layers):
+            continue
         sim_size = min(size, args.large_sim_size) if large else size
+        synth_taus = [] if args.no_synth else args.synth_taus
         rows += rtlsim.bench_layer(name, channels, size, args.taus, args.lanes, sim_size, rng,
-                                   synth=not args.no_synth, ice40=not args.no_ice40)
+                                   synth_taus=synth_taus, ice40=not args.no_ice40,
+                                   log=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
     if not args.json:
         _print_rtl_table(rows)
     return {"lanes": args.lanes, "rows": rows}
@@ -327,6 +332,8 @@ def _register_rtl(sub):
     p.add_argument("--taus", type=int, nargs="+", default=[4, 5, 6], help="codebook sizes 2**tau")
     p.add_argument("--large-sim-size", type=int, default=4,
                    help="simulated H=W of the 256-channel layer (the full size is reported by the model)")
+    p.add_argument("--layers", nargs="+", help="only layers whose name contains one of these (e.g. 256)")
+    p.add_argument("--synth-taus", type=int, nargs="*", help="SNN taus to synthesize (default: all of --taus)")
     p.add_argument("--no-synth", action="store_true", help="skip yosys")
     p.add_argument("--no-ice40", action="store_true", help="skip synth_ice40 (generic synth only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random layers and images")

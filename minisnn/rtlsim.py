@@ -311,12 +311,15 @@ def balanced_p_dot(c_out, tau, lanes):
     return _ceil_div(2**tau, _ceil_div(c_out, lanes))
 
 
-def bench_layer(name, channels, size, taus, lanes, sim_size, rng, synth=True, ice40=True):
+def bench_layer(name, channels, size, taus, lanes, sim_size, rng, synth_taus=None, ice40=True, log=None):
     """Rows (one BNN, one SNN per tau) for a channels->channels 3x3 stride-1 layer.
 
     Simulates (and checks against popcount) at sim_size x sim_size, asserts the
-    cycle model there, and reports the model at the full size; synthesis counts
-    the engine logic with memories black-boxed (see synth_stats)."""
+    cycle model there, and reports the model at the full size. Synthesis (the
+    engine logic, memories black-boxed, see synth_stats) runs for the BNN and
+    the SNN taus in ``synth_taus`` (default: all; empty: none). ``log(row)`` is
+    called as each row completes."""
+    synth_taus = taus if synth_taus is None else synth_taus
     rows = []
     for engine, tau in [("bnn", None)] + [("snn", t) for t in taus]:
         # a 512-kernel codebook is a plain BNN layer; the bnn engine reads kernel_codes
@@ -335,6 +338,7 @@ def bench_layer(name, channels, size, taus, lanes, sim_size, rng, synth=True, ic
             "cycles_model_full": cycle_model(engine, channels, channels, size, size, 1, tau, lanes, p_dot),
             "weight_bits": weight_bits(engine, channels, channels, tau),
         }
+        synth = bool(synth_taus) and (engine == "bnn" or tau in synth_taus)
         if synth:
             row["cells"] = synth_stats(layer, engine, lanes, p_dot, "generic")["cells"]
             row["cells_x_cycles"] = row["cells"] * row["cycles_model_full"]
@@ -342,4 +346,6 @@ def bench_layer(name, channels, size, taus, lanes, sim_size, rng, synth=True, ic
             stats = synth_stats(layer, engine, lanes, p_dot, "ice40")
             row["ice40"] = {k: stats[k] for k in ("lut", "ff", "bram", "carry")}
         rows.append(row)
+        if log is not None:
+            log(row)
     return rows
