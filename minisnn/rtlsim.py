@@ -26,7 +26,7 @@ from minisnn.compile import BinaryConvLayer
 from minisnn.export import export_layer, random_layer
 
 RTL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rtl")
-# synthesizable modules of both engines; the testbench top comes first
+# synthesizable modules of both engines
 ENGINE_SOURCES = ("snn_layer.v", "bnn_layer.v", "layer_seq.v", "act_window.v", "lane_acc.v", "dot9.v", "rom.v")
 TB_SOURCES = ("tb_layer.v",) + ENGINE_SOURCES
 ENGINES = ("snn", "bnn")
@@ -43,7 +43,8 @@ def require_tool(name):
     """Path of tool ``name``, or ToolMissing naming the apt-get command that installs it."""
     path = shutil.which(name)
     if path is None:
-        raise ToolMissing(f"{name} not found on PATH; install it with: apt-get install -y {_PACKAGES[name]}")
+        raise ToolMissing(f"{name} not found on PATH; install it with: apt-get install -y {_PACKAGES[name]} "
+                          f"(all tools the RTL tests use: apt-get install -y iverilog verilator yosys)")
     return path
 
 
