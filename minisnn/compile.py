@@ -186,8 +186,8 @@ def sign_pack(x):
 def sign_patch_codes(x, stride=1):
     """bitpack.patch_codes(x, stride) of float32 x (N, C, H, W), fused."""
     stride = bitpack.check_stride(stride)
-    return _sign_patch_codes(np.ascontiguousarray(x), stride, bitpack.output_size(x.shape[2], stride),
-                             bitpack.output_size(x.shape[3], stride))
+    ho, wo = (bitpack.output_size(size, stride) for size in x.shape[2:])
+    return _sign_patch_codes(np.ascontiguousarray(x), stride, ho, wo)
 
 
 # ------------------------------------------------------------------ binary convs

@@ -139,7 +139,8 @@ def test_conv_bn_sign_chain_runs_on_thresholds(conv_cls, stride):
     ("bnn", "real", None, "real activations"),
     ("snn", "real", 5, "real activations"),
 ])
-def test_non_binary_checkpoints_are_refused_naming_the_layer(tmp_path, capsys, quant, act, tau, what):
+def test_non_binary_checkpoints_are_refused_naming_the_layer(tmp_path, capsys, quant, act, tau,
+                                                             what):
     path = save_model(tmp_path / "m.npz", models.resnet20(quant, act, tau=tau))
     with pytest.raises(ValueError, match=f"layer1.0.conv1.*{what}"):
         C.compile_checkpoint(path)
