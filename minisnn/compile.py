@@ -98,6 +98,34 @@ def hardtanh(x):
     return np.clip(x, -1, 1)
 
 
+# The two helpers below fuse elementwise float32 steps of the float model into
+# one pass each; without fastmath every step rounds as numpy's does, so the
+# results are the same bits (the compiled-vs-float tests check it).
+
+@njit(parallel=True, cache=True)
+def _scaled_sums(sums, alpha):
+    """float32(sums) * alpha[o]: QuantConv2d's ``out *= alpha`` on the exact sums."""
+    n, c, h, w = sums.shape
+    planes = sums.reshape(n * c, h * w)
+    out = np.empty((n * c, h * w), dtype=np.float32)
+    for t in prange(n * c):
+        a = alpha[t % c]
+        for p in range(h * w):
+            out[t, p] = np.float32(planes[t, p]) * a
+    return out.reshape(n, c, h, w)
+
+
+@njit(parallel=True, cache=True)
+def _add_hardtanh(x, residual):
+    """hardtanh(x + residual), as ``out += residual`` then np.clip(out, -1, 1)."""
+    flat, res = x.reshape(-1), residual.reshape(-1)
+    out = np.empty_like(flat)
+    one = np.float32(1)
+    for i in prange(flat.size):
+        out[i] = min(max(flat[i] + res[i], -one), one)
+    return out.reshape(x.shape)
+
+
 # ------------------------------------------------------------------ thresholds
 
 def sign_thresholds(alpha, bn, c_in):
@@ -222,9 +250,7 @@ class CompiledConv:
 
     def forward(self, x):
         """bn(alpha * conv(sign(x), B)) in float32, as QuantConv2d + BatchNorm2d."""
-        out = self.sums(x).astype(np.float32)
-        out *= self.alpha[:, None, None]
-        return self.bn(out)
+        return self.bn(_scaled_sums(self.sums(x), self.alpha))
 
     def sign_bits(self, x):
         """uint8 bits (1 = +1) of sign(forward(x)) from the integer thresholds."""
@@ -298,12 +324,8 @@ class CompiledBlock:
     shortcut: Module  # the float model's parameterless ShortcutA / Identity
 
     def forward(self, x):
-        out = self.conv1.forward(x)
-        out += self.shortcut.forward(x)
-        h = hardtanh(out)
-        out = self.conv2.forward(h)
-        out += h
-        return hardtanh(out)
+        h = _add_hardtanh(self.conv1.forward(x), np.ascontiguousarray(self.shortcut.forward(x)))
+        return _add_hardtanh(self.conv2.forward(h), h)
 
 
 @dataclass
