@@ -387,3 +387,54 @@ def relu_backward(dout, out):
     dx = np.empty_like(dout)
     _relu_backward_flat(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
+
+
+# Elementwise kernels of the activations: one pass each instead of numpy's
+# temporaries (masks, int64 sign arrays, casts) on every activation tensor.
+@njit(parallel=True, fastmath=True, cache=True)
+def _sign_flat(x, out):
+    for i in prange(x.size):
+        out[i] = 1 if x[i] >= 0 else -1
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _clip_flat(x, out):
+    for i in prange(x.size):
+        out[i] = min(max(x[i], -1), 1)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _clip_grad_flat(dout, x, dx):
+    for i in prange(x.size):
+        dx[i] = dout[i] if abs(x[i]) <= 1 else 0
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _approx_sign_grad_flat(dout, x, dx):
+    for i in prange(x.size):
+        dx[i] = dout[i] * max(2 - 2 * abs(x[i]), 0)
+
+
+def _elementwise(kernel, *arrays):
+    out = np.empty_like(arrays[0])
+    kernel(*[np.ascontiguousarray(a).reshape(-1) for a in arrays], out.reshape(-1))
+    return out
+
+
+def sign(x):
+    """+1 where x >= 0, else -1, in x's dtype."""
+    return _elementwise(_sign_flat, x)
+
+
+def hardtanh(x):
+    return _elementwise(_clip_flat, x)
+
+
+def clip_backward(dout, x):
+    """dout where |x| <= 1, else 0: the gradient of clip(x, -1, 1) (and the clip STE)."""
+    return _elementwise(_clip_grad_flat, dout, x)
+
+
+def approx_sign_backward(dout, x):
+    """dout * (2 - 2|x|)_+ : Bi-Real Net's ApproxSign gradient."""
+    return _elementwise(_approx_sign_grad_flat, dout, x)

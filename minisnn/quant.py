@@ -16,21 +16,11 @@ from . import functional as F
 from .nn import Module, Parameter, kaiming_normal
 
 
-def sign(x):
-    return np.where(x >= 0, 1, -1).astype(x.dtype)
+sign = F.sign
 
 
-def clip_ste_grad(x):
-    """d/dx clip(x, -1, 1): the straight-through mask."""
-    return (np.abs(x) <= 1).astype(x.dtype)
-
-
-def approx_sign_grad(x):
-    """Bi-Real Net's piecewise-quadratic ApproxSign derivative."""
-    return np.maximum(2 - 2 * np.abs(x), 0).astype(x.dtype)
-
-
-ACT_GRADS = {"approxsign": approx_sign_grad, "ste": clip_ste_grad}
+# surrogate gradients of sign: fused dout * d/dx surrogate(x)
+ACT_GRADS = {"approxsign": F.approx_sign_backward, "ste": F.clip_backward}
 
 
 class SignActivation(Module):
@@ -46,7 +36,7 @@ class SignActivation(Module):
         return sign(x)
 
     def backward(self, dout):
-        return dout * ACT_GRADS[self.grad](self.cache)
+        return ACT_GRADS[self.grad](dout, self.cache)
 
 
 class QuantConv2d(Module):
@@ -117,4 +107,4 @@ class BinaryConv2d(QuantConv2d):
         return sign(w), weight_scale(w)
 
     def binary_weight_backward(self, dB):
-        self.weight.grad += dB * clip_ste_grad(self.weight.data)
+        self.weight.grad += F.clip_backward(dB, self.weight.data)

@@ -23,8 +23,9 @@ a refinement step, whose backward feeds P, when ``t % period == period - 1``.
 import numpy as np
 from numba import njit
 
+from . import functional as F
 from .nn import Module, Parameter
-from .quant import BinaryConv2d, QuantConv2d, clip_ste_grad, weight_scale
+from .quant import BinaryConv2d, QuantConv2d, weight_scale
 
 NUM_KERNELS = 512
 _BIT_WEIGHTS = (1 << np.arange(9)).astype(np.int64)
@@ -301,7 +302,7 @@ class SubBitConv2d(QuantConv2d):
         return k.reshape(w.shape), weight_scale(w)
 
     def binary_weight_backward(self, dB):
-        self.weight.grad += dB * clip_ste_grad(self.weight.data)
+        self.weight.grad += F.clip_backward(dB, self.weight.data)
         if self.codebook.refining():
             self.codebook.accumulate_grad(self.idx, dB.reshape(-1, 9))
 

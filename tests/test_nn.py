@@ -4,7 +4,6 @@ import pytest
 from gradcheck import check_module
 from minisnn import functional as F
 from minisnn import nn
-from minisnn.quant import approx_sign_grad
 
 
 @pytest.fixture
