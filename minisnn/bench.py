@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m minisnn.bench {train,kernels,rtl,subbit} [--json]``.
+"""Benchmarks: ``python -m minisnn.bench {train,kernels,rtl} [--json]``.
 
 Figures are medians over repeated runs inside one process; quote ratios
 measured in one run, absolute times drift between machines and loads.
@@ -340,86 +340,8 @@ def _register_rtl(sub):
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "rtl", _run_rtl
 
-# ------------------------------------------------------------------ subbit
-
-def _run_subbit(args):
-    """One ResNet-20 SGD step (forward, backward, update, after_update hooks)
-    for BNN and SNN models, timed interleaved so load drifts hit both alike."""
-    import time
-
-    import numpy as np
-
-    from . import models
-    from .optim import SGD
-    from .subbit import SubBitConv2d
-    from .train import train_step, update_hooks
-
-    rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, args.batch)
-    rows = []
-    for act in ("real", "binary"):
-        runs = {"bnn": models.resnet20("bnn", act, seed=args.seed)}
-        for tau in args.taus:
-            # period 1: every step refines the codebooks (the costliest schedule)
-            runs[f"snn tau={tau}"] = models.resnet20("snn", act, tau=tau, seed=args.seed, period=1)
-        steps = {}
-        for name, model in runs.items():
-            opt, hooks = SGD(model.named_parameters(), lr=0.01), update_hooks(model)
-            steps[name] = lambda model=model, opt=opt, hooks=hooks: train_step(model, opt, x, y,
-                                                                               hooks)
-            steps[name]()  # warm-up
-        times = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
-        assign = {}
-        for name, model in runs.items():
-            layers = [m for _, m in model.named_modules() if isinstance(m, SubBitConv2d)]
-            if layers:
-                spans = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    for m in layers:
-                        m.codebook.assign(m.weight.data)
-                    spans.append(time.perf_counter() - start)
-                assign[name] = 1e3 * float(np.median(spans))
-        base, base_min = float(np.median(times["bnn"])), min(times["bnn"])
-        for name in runs:
-            med = float(np.median(times[name]))
-            rows.append({"act": act, "model": name, "step_ms": 1e3 * med,
-                         "step_min_ms": 1e3 * min(times[name]), "vs_bnn": med / base,
-                         "min_vs_bnn": min(times[name]) / base_min,
-                         "assign_all_layers_ms": assign.get(name)})
-    if not args.json:
-        print(f"ResNet-20 training step, batch {args.batch}, median of {args.repeats}")
-        print(f"{'act':<8}{'model':<12}{'step ms':>9}{'min ms':>9}{'vs BNN':>8}{'min vs BNN':>11}"
-              f"{'assign ms':>11}")
-        for r in rows:
-            a = r["assign_all_layers_ms"]
-            print(f"{r['act']:<8}{r['model']:<12}{r['step_ms']:9.1f}{r['step_min_ms']:9.1f}"
-                  f"{r['vs_bnn']:8.3f}{r['min_vs_bnn']:11.3f}{'-' if a is None else f'{a:.1f}':>11}")
-        print("assign ms: one nearest-kernel assignment of every sub-bit layer (done twice per "
-              "step: forward and after_update). Under load trust the min columns.")
-    return {"batch": args.batch, "repeats": args.repeats, "rows": rows}
-
-
-def _register_subbit(sub):
-    p = sub.add_parser("subbit", help="SNN vs BNN training-step cost (ResNet-20)",
-                       description="Median wall time of one ResNet-20 training step of the BNN "
-                                   "and of sub-bit models refining every step, with the time "
-                                   "of the nearest-kernel assignment of all layers.")
-    p.add_argument("--batch", type=int, default=128, help="training batch size")
-    p.add_argument("--repeats", type=int, default=7, help="timed steps per model (median)")
-    p.add_argument("--taus", type=int, nargs="+", default=[5], help="codebook sizes 2**tau")
-    p.add_argument("--seed", type=int, default=0, help="seed of the models and random batch")
-    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
-    return "subbit", _run_subbit
-
 # Each entry adds its subparser and returns (name, run(args) -> JSON-able result).
-REGISTRY = [_register_train, _register_kernels, _register_rtl, _register_subbit]
+REGISTRY = [_register_train, _register_kernels, _register_rtl]
 
 if __name__ == "__main__":
     main()

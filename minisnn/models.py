@@ -20,9 +20,8 @@ stay full precision in every mode.
 
 import numpy as np
 
-from . import functional as F
-from .nn import (BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh, Linear, Module,
-                 ReLU, Sequential)
+from .nn import (BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh, Linear, MaxPool2d,
+                 Module, ReLU, Sequential)
 from .quant import BinaryConv2d
 
 QUANTS = ("fp", "bnn", "snn")
@@ -106,33 +105,6 @@ class ResNetCifar(Module):
         for stage in reversed(self.stages()):
             dout = stage.backward(dout)
         return self.conv1.backward(self.bn1.backward(self.act1.backward(dout)))
-
-
-class MaxPool2d(Module):
-    """k x k max pooling; padding never wins (it counts as -inf), the gradient
-    goes to the first maximum of each window."""
-
-    def __init__(self, kernel_size=3, stride=2, padding=1):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        k, p = self.kernel_size, self.padding
-        xp = np.pad(x.reshape(n * c, 1, h, w), ((0, 0), (0, 0), (p, p), (p, p)),
-                    constant_values=-np.inf)
-        cols, (ho, wo) = F.im2col(xp, k, k, self.stride, 0)
-        arg = cols.argmax(axis=0)
-        self.cache = (x.shape, xp.shape, arg)
-        return cols[arg, np.arange(cols.shape[1])].reshape(n, c, ho, wo)
-
-    def backward(self, dout):
-        x_shape, xp_shape, arg = self.cache
-        k, p = self.kernel_size, self.padding
-        dcols = np.zeros((k * k, arg.size), dtype=dout.dtype)
-        dcols[arg, np.arange(arg.size)] = dout.reshape(-1)
-        dxp = F.col2im(dcols, xp_shape, k, k, self.stride, 0)
-        h, w = x_shape[2:]
-        return np.ascontiguousarray(dxp[:, 0, p:p + h, p:p + w]).reshape(x_shape)
 
 
 class ProjectionBlock(BasicBlock):

@@ -316,6 +316,33 @@ class GlobalAvgPool2d(Module):
         return np.broadcast_to((dout / (h * w))[:, :, None, None], self.cache).copy()
 
 
+class MaxPool2d(Module):
+    """k x k max pooling; padding never wins (it counts as -inf), the gradient
+    goes to the first maximum of each window."""
+
+    def __init__(self, kernel_size=3, stride=2, padding=1):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        k, p = self.kernel_size, self.padding
+        xp = np.pad(x.reshape(n * c, 1, h, w), ((0, 0), (0, 0), (p, p), (p, p)),
+                    constant_values=-np.inf)
+        cols, (ho, wo) = F.im2col(xp, k, k, self.stride, 0)
+        arg = cols.argmax(axis=0)
+        self.cache = (x.shape, xp.shape, arg)
+        return cols[arg, np.arange(cols.shape[1])].reshape(n, c, ho, wo)
+
+    def backward(self, dout):
+        x_shape, xp_shape, arg = self.cache
+        k, p = self.kernel_size, self.padding
+        dcols = np.zeros((k * k, arg.size), dtype=dout.dtype)
+        dcols[arg, np.arange(arg.size)] = dout.reshape(-1)
+        dxp = F.col2im(dcols, xp_shape, k, k, self.stride, 0)
+        h, w = x_shape[2:]
+        return np.ascontiguousarray(dxp[:, 0, p:p + h, p:p + w]).reshape(x_shape)
+
+
 class Flatten(Module):
     def forward(self, x):
         self.cache = x.shape

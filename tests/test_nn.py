@@ -133,3 +133,12 @@ def test_load_state_dict_errors_name_array_and_shapes(rng):
     del state["0.weight"]
     with pytest.raises(ValueError, match="ck.npz: missing array '0.weight'"):
         seq.load_state_dict(state, source="ck.npz")
+
+
+def test_maxpool(rng):
+    pool = nn.MaxPool2d(3, 2, 1)
+    x = rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7).astype(np.float64) - 50  # distinct
+    out = pool.forward(x)
+    assert out.shape == (2, 3, 4, 4) and out.max() == x.max()  # negative inputs: pad never wins
+    np.testing.assert_array_equal(out[:, :, 0, 0], x[:, :, :2, :2].max(axis=(2, 3)))
+    check_module(pool, x, rng)
