@@ -93,14 +93,9 @@ def bn_affine(bn):
     return ChannelAffine(scale.astype(np.float32), shift.astype(np.float32))
 
 
-def hardtanh(x):
-    """Hardtanh.forward without its backward cache."""
-    return np.clip(x, -1, 1)
-
-
-# The two helpers below fuse elementwise float32 steps of the float model into
-# one pass each; without fastmath every step rounds as numpy's does, so the
-# results are the same bits (the compiled-vs-float tests check it).
+# The alpha scaling below fuses QuantConv2d's int -> float32 cast and
+# ``out *= alpha`` into one pass; without fastmath it rounds exactly as numpy
+# does, so the results are the same bits (the compiled-vs-float tests check it).
 
 @njit(parallel=True, cache=True)
 def _scaled_sums(sums, alpha):
@@ -113,17 +108,6 @@ def _scaled_sums(sums, alpha):
         for p in range(h * w):
             out[t, p] = np.float32(planes[t, p]) * a
     return out.reshape(n, c, h, w)
-
-
-@njit(parallel=True, cache=True)
-def _add_hardtanh(x, residual):
-    """hardtanh(x + residual), as ``out += residual`` then np.clip(out, -1, 1)."""
-    flat, res = x.reshape(-1), residual.reshape(-1)
-    out = np.empty_like(flat)
-    one = np.float32(1)
-    for i in prange(flat.size):
-        out[i] = min(max(flat[i] + res[i], -one), one)
-    return out.reshape(x.shape)
 
 
 # ------------------------------------------------------------------ thresholds
@@ -324,8 +308,12 @@ class CompiledBlock:
     shortcut: Module  # the float model's parameterless ShortcutA / Identity
 
     def forward(self, x):
-        h = _add_hardtanh(self.conv1.forward(x), np.ascontiguousarray(self.shortcut.forward(x)))
-        return _add_hardtanh(self.conv2.forward(h), h)
+        out = self.conv1.forward(x)
+        out += self.shortcut.forward(x)
+        h = F.hardtanh(out)  # nn.Hardtanh.forward's own kernel
+        out = self.conv2.forward(h)
+        out += h
+        return F.hardtanh(out)
 
 
 @dataclass
@@ -355,7 +343,7 @@ class CompiledModel:
             raise ValueError(f"predict expects float32 (N, {', '.join(map(str, want))}) images, "
                              f"found {x.dtype} {x.shape}")
         out = F.conv2d_forward(x, self.stem_weight, self.stem_stride, self.stem_padding)[0]
-        out = hardtanh(self.stem_bn(out))
+        out = F.hardtanh(self.stem_bn(out))
         for block in self.blocks:
             out = block.forward(out)
         return out.mean(axis=(2, 3)) @ self.fc_weight.T + self.fc_bias
