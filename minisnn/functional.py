@@ -112,6 +112,17 @@ def pad_flat(x):
     return buf, shape
 
 
+@njit(cache=True, inline="always")
+def _taps(buf, b0, wp, length):
+    """The 9 shifted views of the padded plane starting at b0: tap (i, j) of
+    flat output position p reads buf[b0 + i*wp + j + p]."""
+    b1 = b0 + wp
+    b2 = b1 + wp
+    return (buf[b0:b0 + length], buf[b0 + 1:b0 + 1 + length], buf[b0 + 2:b0 + 2 + length],
+            buf[b1:b1 + length], buf[b1 + 1:b1 + 1 + length], buf[b1 + 2:b1 + 2 + length],
+            buf[b2:b2 + length], buf[b2 + 1:b2 + 1 + length], buf[b2 + 2:b2 + 2 + length])
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _direct3x3(buf, shape, w, out):
     """out[n, o] = sum_c 3x3 correlation of padded plane (n, c) with w[o, c].
@@ -132,18 +143,7 @@ def _direct3x3(buf, shape, w, out):
         acc = np.zeros(length, dtype=out.dtype)
         acc2 = np.zeros(length, dtype=out.dtype)
         for c in range(c_in):
-            b0 = (n * c_in + c) * plane
-            b1 = b0 + wp
-            b2 = b1 + wp
-            s0 = buf[b0:b0 + length]
-            s1 = buf[b0 + 1:b0 + 1 + length]
-            s2 = buf[b0 + 2:b0 + 2 + length]
-            s3 = buf[b1:b1 + length]
-            s4 = buf[b1 + 1:b1 + 1 + length]
-            s5 = buf[b1 + 2:b1 + 2 + length]
-            s6 = buf[b2:b2 + length]
-            s7 = buf[b2 + 1:b2 + 1 + length]
-            s8 = buf[b2 + 2:b2 + 2 + length]
+            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(buf, (n * c_in + c) * plane, wp, length)
             w0, w1, w2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
             w3, w4, w5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
             w6, w7, w8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
@@ -176,18 +176,7 @@ def _direct3x3_dw(xbuf, gbuf, shape, c_out, dw):
     for c in prange(c_in):
         acc = np.zeros((c_out, 9), dtype=np.float64)  # per-image partials summed in float64
         for n in range(n_img):
-            b0 = (n * c_in + c) * plane
-            b1 = b0 + wp
-            b2 = b1 + wp
-            s0 = xbuf[b0:b0 + length]
-            s1 = xbuf[b0 + 1:b0 + 1 + length]
-            s2 = xbuf[b0 + 2:b0 + 2 + length]
-            s3 = xbuf[b1:b1 + length]
-            s4 = xbuf[b1 + 1:b1 + 1 + length]
-            s5 = xbuf[b1 + 2:b1 + 2 + length]
-            s6 = xbuf[b2:b2 + length]
-            s7 = xbuf[b2 + 1:b2 + 1 + length]
-            s8 = xbuf[b2 + 2:b2 + 2 + length]
+            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(xbuf, (n * c_in + c) * plane, wp, length)
             for o in range(0, c_out, 2):  # two outputs per pass share the tap loads
                 q = min(o + 1, c_out - 1)
                 # output (y, x) sits at flat p = y*wp + x; its gradient at p + wp + 1

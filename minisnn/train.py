@@ -18,7 +18,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import data as D
 from .figures import training_curves
-from .models import ACTS, ARCHS, QUANTS, build_model, mode_name
+from .models import ACTS, QUANTS, build_model, mode_name
 from .nn import softmax_cross_entropy
 from .optim import SCHEDULES, lr_at, make_optimizer
 
@@ -179,7 +179,8 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python -m minisnn.train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("model")
-    m.add_argument("--arch", default="resnet20", choices=sorted(ARCHS))
+    m.add_argument("--arch", default="resnet20", choices=("resnet20",),
+                   help="CIFAR architecture (resnet18 exists for ImageNet-shape accounting only)")
     m.add_argument("--quant", default="fp", choices=QUANTS,
                    help="weights: full precision, binary (BNN) or sub-bit (SNN)")
     m.add_argument("--act", default="real", choices=ACTS, help="activations: real or binary (sign)")
