@@ -209,8 +209,9 @@ def test_load_image_folder_limit_per_class(tmp_path, as_tar):
         load_image_folder(src, limit_per_class=0)
 
 
-@pytest.mark.skipif(not SHARED.is_file(), reason="shared CIFAR-10 archive not present")
 def test_shared_archive_few_images():
+    assert SHARED.is_file(), (f"the shared CIFAR-10 archive is missing at {SHARED}: "
+                              "run the tests from a checkout with ../shared/data beside it")
     d = load_image_folder(SHARED, limit_per_class=10)  # 200 images, not 60,000
     assert d["x_train"].shape == (100, 32, 32, 3) and d["x_test"].shape == (100, 32, 32, 3)
     assert d["x_train"].dtype == np.uint8
