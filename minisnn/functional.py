@@ -4,22 +4,21 @@ Two paths compute the same cross-correlation:
 - im2col + one BLAS GEMM (any kernel, stride, padding). The column layout
   is (C_in*kH*kW, N*H_out*W_out) so the weight matrix (C_out, C_in*kH*kW)
   multiplies it directly.
-- direct numba kernels for 3x3, stride 1, padding 1 on planes of at least
-  16x16: there the GEMMs are tall and thin (K = 9*C_in, few output
-  channels) and the im2col matrix is 9x the input, so BLAS is memory-bound;
-  the direct kernels read the input once. Each padded plane is processed
-  as one flat vector in which the 9 taps are 9 constant offsets, so the
-  inner loops are long, contiguous and vectorize; rows keep their 2 pad
-  columns and the loop length is rounded up to a SIMD multiple, the
-  results landing there are simply dropped (the buffer has zero slack at
-  the end so those reads stay in bounds).
+- direct numba kernels for 3x3, stride 1, padding 1: there the GEMMs are
+  tall and thin (K = 9*C_in, few output channels) and the im2col matrix is
+  9x the input, so BLAS is memory-bound; the direct kernels read the input
+  once. The input is zero-padded into a (C, N, H+2, W+2) buffer, so the
+  padded planes of one channel for consecutive images form one flat
+  vector in which the 9 taps are 9 constant offsets: the inner loops are
+  long, contiguous and vectorize, even for 8x8 planes. Outputs computed at
+  pad positions between rows and images are dropped.
 """
 
 import numpy as np
 from numba import njit, prange
 
-_VEC = 16  # SIMD width in float32 lanes (AVX-512) that loop lengths round up to
-_DIRECT_MIN_SIDE = 16  # below 16x16 planes BLAS wins (measured: 8x8 x 64 channels)
+_GROUP_FLOATS = 1024  # images per kernel task: enough planes for ~1024-float loops
+_DIRECT_MIN_SIDE = 16  # below 16x16 planes BLAS wins (measured: 64 channels at 8x8)
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -92,24 +91,28 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     return xp
 
 
-@njit(cache=True)
-def _flat_len(h, wp):
-    """Flat loop length covering h padded rows, rounded up to SIMD lanes."""
-    return -(-h * wp // _VEC) * _VEC
-
-
 def pad_flat(x):
-    """Zero-pad (N, C, H, W) by 1 into a flat buffer with slack at the end.
+    """Zero-pad (N, C, H, W) by 1 into a (C, N, H+2, W+2) buffer.
 
-    Returns (buf, shape) with shape = (N, C, H+2, W+2); plane (n, c) starts
-    at (n*C + c) * (H+2)*(W+2).
+    Returns (buf, shape) with buf flat and shape = (C, N, H+2, W+2): the
+    padded plane of image n, channel c starts at (c*N + n) * (H+2)*(W+2).
     """
     n, c, h, w = x.shape
-    shape = (n, c, h + 2, w + 2)
-    size = n * c * (h + 2) * (w + 2)
-    buf = np.zeros(size + 3 * (w + 2) + 2 * _VEC, dtype=x.dtype)
-    buf[:size].reshape(shape)[:, :, 1:-1, 1:-1] = x
+    shape = (c, n, h + 2, w + 2)
+    buf = np.zeros(c * n * (h + 2) * (w + 2), dtype=x.dtype)
+    buf.reshape(shape)[:, :, 1:-1, 1:-1] = x.transpose(1, 0, 2, 3)
     return buf, shape
+
+
+def _images_per_task(shape):
+    return max(1, _GROUP_FLOATS // (shape[2] * shape[3]))
+
+
+@njit(cache=True)
+def _span(images, h, wp, wd):
+    """Flat positions from the first output of a run of images to the last."""
+    plane = (h + 2) * wp
+    return (images - 1) * plane + (h - 1) * wp + wd
 
 
 @njit(cache=True, inline="always")
@@ -124,26 +127,29 @@ def _taps(buf, b0, wp, length):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _direct3x3(buf, shape, w, out):
-    """out[n, o] = sum_c 3x3 correlation of padded plane (n, c) with w[o, c].
+def _direct3x3(buf, shape, w, group, out):
+    """out[n, o] = sum_c 3x3 correlation of padded plane (c, n) with w[o, c].
 
-    Two output channels per pass share each of the 9 tap loads (the loop is
-    load-bound); with an odd count the last pass computes one channel twice.
+    A task covers ``group`` images and two output channels, which share
+    each of the 9 tap loads (the loop is load-bound); with an odd count the
+    last pass computes one channel twice.
     """
-    n_img, c_in, hp, wp = shape
+    c_in, n_img, hp, wp = shape
     c_out = w.shape[0]
     h, wd = hp - 2, wp - 2
-    length = _flat_len(h, wp)
     plane = hp * wp
     pairs = (c_out + 1) // 2
-    for t in prange(n_img * pairs):
-        n = t // pairs
+    groups = (n_img + group - 1) // group
+    for t in prange(groups * pairs):
+        n0 = (t // pairs) * group
         o = (t % pairs) * 2
         q = min(o + 1, c_out - 1)
+        images = min(group, n_img - n0)
+        length = _span(images, h, wp, wd)
         acc = np.zeros(length, dtype=out.dtype)
         acc2 = np.zeros(length, dtype=out.dtype)
         for c in range(c_in):
-            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(buf, (n * c_in + c) * plane, wp, length)
+            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(buf, (c * n_img + n0) * plane, wp, length)
             w0, w1, w2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
             w3, w4, w5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
             w6, w7, w8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
@@ -158,30 +164,32 @@ def _direct3x3(buf, shape, w, out):
                            + w5 * a5 + w6 * a6 + w7 * a7 + w8 * a8)
                 acc2[p] += (v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3 + v4 * a4
                             + v5 * a5 + v6 * a6 + v7 * a7 + v8 * a8)
-        for y in range(h):
-            for x in range(wd):
-                out[n, o, y, x] = acc[y * wp + x]
-                out[n, q, y, x] = acc2[y * wp + x]
+        for k in range(images):
+            for y in range(h):
+                for x in range(wd):
+                    out[n0 + k, o, y, x] = acc[k * plane + y * wp + x]
+                    out[n0 + k, q, y, x] = acc2[k * plane + y * wp + x]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _direct3x3_dw(xbuf, gbuf, shape, c_out, dw):
-    """dw[o, c] = sum_n 3x3 correlation of padded x plane (n, c) with the
-    gradient plane (n, o); gbuf is the padded gradient (pad_flat layout)."""
-    n_img, c_in, hp, wp = shape
-    h = hp - 2
-    length = _flat_len(h, wp)
+def _direct3x3_dw(xbuf, gbuf, shape, c_out, group, dw):
+    """dw[o, c] = sum_n 3x3 correlation of padded x plane (c, n) with the
+    gradient plane (o, n); gbuf is the padded gradient (pad_flat layout),
+    whose zero borders also zero the positions between rows and images."""
+    c_in, n_img, hp, wp = shape
+    h, wd = hp - 2, wp - 2
     plane = hp * wp
     zero = dw.dtype.type(0)
     for c in prange(c_in):
-        acc = np.zeros((c_out, 9), dtype=np.float64)  # per-image partials summed in float64
-        for n in range(n_img):
-            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(xbuf, (n * c_in + c) * plane, wp, length)
+        acc = np.zeros((c_out, 9), dtype=np.float64)  # per-group partials summed in float64
+        for n in range(0, n_img, group):
+            length = _span(min(group, n_img - n), h, wp, wd)
+            s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(xbuf, (c * n_img + n) * plane, wp, length)
             for o in range(0, c_out, 2):  # two outputs per pass share the tap loads
                 q = min(o + 1, c_out - 1)
                 # output (y, x) sits at flat p = y*wp + x; its gradient at p + wp + 1
-                g0 = (n * c_out + o) * plane + wp + 1
-                g1 = (n * c_out + q) * plane + wp + 1
+                g0 = (o * n_img + n) * plane + wp + 1
+                g1 = (q * n_img + n) * plane + wp + 1
                 g = gbuf[g0:g0 + length]
                 f = gbuf[g1:g1 + length]
                 a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
@@ -233,28 +241,37 @@ def _direct3x3_dw(xbuf, gbuf, shape, c_out, dw):
                 dw[o, c, k // 3, k % 3] = acc[o, k]
 
 
+def direct_applies(w_shape, stride, padding):
+    """Whether the direct kernels can compute this conv (3x3, stride 1, padding 1)."""
+    return tuple(w_shape[2:]) == (3, 3) and stride == 1 and padding == 1
+
+
 def uses_direct(x_shape, w_shape, stride, padding):
-    """Whether conv2d_forward takes the direct numba path for these shapes."""
-    # the side bound also keeps the rounded-up loop tail inside zero pad rows
-    return (tuple(w_shape[2:]) == (3, 3) and stride == 1 and padding == 1
+    """Whether conv2d_forward's automatic choice is the direct numba path."""
+    return (direct_applies(w_shape, stride, padding)
             and min(x_shape[2], x_shape[3]) >= _DIRECT_MIN_SIDE)
 
 
-def conv2d_forward(x, w, stride=1, padding=0):
+def conv2d_forward(x, w, stride=1, padding=0, method="auto"):
     """Cross-correlation of x (N, C_in, H, W) with w (C_out, C_in, kh, kw).
 
-    Returns the output (N, C_out, Ho, Wo) and the cache for the backward.
+    ``method``: 'auto' (the faster path for these shapes), 'direct' or
+    'gemm'. Returns the output (N, C_out, Ho, Wo) and the cache for the
+    backward.
     """
     n = x.shape[0]
     c_out, c_in, kh, kw = w.shape
     if x.ndim != 4 or x.shape[1] != c_in:
         raise ValueError(f"conv input of shape {x.shape} has {x.shape[1]} channels, "
                          f"weight {w.shape} expects {c_in}")
-    if uses_direct(x.shape, w.shape, stride, padding):
+    if method == "direct" and not direct_applies(w.shape, stride, padding):
+        raise ValueError(f"the direct path needs a 3x3 kernel, stride 1 and padding 1, "
+                         f"got weight {w.shape}, stride {stride}, padding {padding}")
+    if method == "direct" or (method == "auto" and uses_direct(x.shape, w.shape, stride, padding)):
         w = np.ascontiguousarray(w, dtype=x.dtype)
         buf, shape = pad_flat(x)
         out = np.empty((n, c_out) + x.shape[2:], dtype=x.dtype)
-        _direct3x3(buf, shape, w, out)
+        _direct3x3(buf, shape, w, _images_per_task(shape), out)
         return out, ("direct", buf, shape, w)
     cols, (ho, wo) = im2col(x, kh, kw, stride, padding)
     out = w.reshape(c_out, -1) @ cols
@@ -268,14 +285,15 @@ def conv2d_backward(dout, cache, need_dx=True):
         _, xbuf, shape, w = cache
         gbuf, gshape = pad_flat(np.ascontiguousarray(dout))
         dw = np.empty_like(w)
-        _direct3x3_dw(xbuf, gbuf, shape, w.shape[0], dw)
+        group = _images_per_task(shape)
+        _direct3x3_dw(xbuf, gbuf, shape, w.shape[0], group, dw)
         dx = None
         if need_dx:
             # dx is the correlation of the padded gradient with the flipped,
             # transposed kernels: the forward kernel again
             w_t = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dx = np.empty((shape[0], shape[1], shape[2] - 2, shape[3] - 2), dtype=dout.dtype)
-            _direct3x3(gbuf, gshape, w_t, dx)
+            dx = np.empty((shape[1], shape[0], shape[2] - 2, shape[3] - 2), dtype=dout.dtype)
+            _direct3x3(gbuf, gshape, w_t, group, dx)
         return dx, dw
     _, x_shape, cols, w, stride, padding = cache
     c_out, c_in, kh, kw = w.shape
