@@ -1,19 +1,15 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minisnn import bitpack, export, infer, models, popcount, train
+from minisnn import bitpack, export, infer, models, popcount
 from minisnn import checkpoint as ckpt
 from minisnn import compile as C
-from minisnn import data as D
 from minisnn.nn import BatchNorm2d
 from minisnn.quant import BinaryConv2d, sign
 from minisnn.subbit import SubBitConv2d
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 BINARY_MODES = [("bnn", None), ("snn", 5)]
 
 
@@ -170,34 +166,6 @@ def test_export_writes_every_compiled_layer(tmp_path):
 
 
 # ------------------------------------------------------------------ trained models
-
-@pytest.fixture(scope="module")
-def cifar():
-    """The whole CIFAR-10 (decoded cache; the shared archive on first use)."""
-    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
-    d = D.load_cifar10(progress=False)
-    assert d["x_test"].shape == (10000, 32, 32, 3)
-    return d
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, cifar):
-    """A 1W/1A and a tau=5 W/1A ResNet-20 trained briefly (10 Adam steps) on real images."""
-    root = tmp_path_factory.mktemp("compile")
-    source = root / "cifar-small.npz"
-    x_train, y_train = D.take_subset(cifar["x_train"], cifar["y_train"], 500)
-    x_test, y_test = D.take_subset(cifar["x_test"], cifar["y_test"], 50)
-    np.savez(source, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    paths = {}
-    for quant in ("bnn", "snn"):
-        out = root / quant
-        assert train.main(["--quant", quant, "--act", "binary", "--tau", "5", "--epochs", "1",
-                           "--batch-size", "50", "--optimizer", "adam", "--lr", "0.005",
-                           "--warmup-epochs", "0", "--data", str(source),
-                           "--out", str(out), "--quiet"]) == 0
-        paths[quant] = out / "checkpoint.npz"
-    return paths
-
 
 @pytest.mark.parametrize("quant", ["bnn", "snn"])
 def test_trained_model_agrees_on_all_10000_test_images(trained, cifar, quant):

@@ -161,3 +161,35 @@ def test_rtl_sources_follow_house_style():
             assert not re.search(r"\$(fwrite|fopen|display|finish)", text), name
             for param in re.findall(r"^\s*parameter\s+(\w+)", text, re.M):
                 assert param == param.upper(), (name, param)
+
+
+@pytest.mark.parametrize("engine", ["snn", "bnn"])
+def test_trained_layer_on_a_real_test_image(trained, cifar, engine):
+    """layer2.0.conv1 (16->32, stride 2) of a trained tau=5 W/1A ResNet-20 on
+    the activations the first CIFAR-10 test image produces there: the RTL
+    sums equal the integer engine's, and times alpha the float model's conv
+    output, bit for bit."""
+    from minisnn import compile as C
+    from minisnn import data as D
+    from minisnn.quant import sign, weight_scale
+
+    model = C.load_model(trained["snn"])
+    model.eval()
+    name = "layer2.0.conv1"
+    conv = dict(model.named_modules())[name]
+    seen = {}
+    forward = conv.forward
+
+    def capture(x):
+        seen["x"], seen["out"] = x, forward(x)
+        return seen["out"]
+
+    conv.forward = capture
+    model.forward(D.normalize(cifar["x_test"][:1]))
+    layer = next(lay for lay in C.compile_model(model).layers if lay.name == name)
+    assert (layer.c_in, layer.c_out, layer.stride, layer.tau) == (16, 32, 2, 5)
+    acts = sign(seen["x"][0]).astype(np.int8)
+    result = rtlsim.check_layer(layer, acts, engine, lanes=8, p_dot=4)
+    alpha = weight_scale(conv.weight.data)[:, None, None]
+    np.testing.assert_array_equal(result.sums.astype(np.float32) * alpha, seen["out"][0])
+    assert result.cycles == rtlsim.cycle_model(engine, 16, 32, 32, 32, 2, 5, 8, 4)

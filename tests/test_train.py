@@ -27,10 +27,15 @@ def real_npz(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("quant,act", [("fp", "real"), ("bnn", "real"), ("bnn", "binary")])
+MODES = [("fp", "real"), ("bnn", "real"), ("bnn", "binary"), ("snn", "real"), ("snn", "binary")]
+
+
+@pytest.mark.parametrize("quant,act", MODES)
 def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act):
     d = D.load_cifar10(real_npz, progress=False)
-    model = models.resnet20(quant, act, seed=0)
+    # sub-bit: tau=5, refining every 5 steps so 25 steps refine 5 times
+    model = models.resnet20(quant, act, seed=0, **({"tau": 5, "period": 5} if quant == "snn" else {}))
+    codebooks = {n: m.codebook.codes.copy() for n, m in model.named_modules() if hasattr(m, "codebook")}
     # Adam: binary-activation nets barely move in 20 SGD steps (BNN practice trains them with Adam)
     opt = optim.make_optimizer("adam", model.named_parameters(), 0.01)
     batches = D.BatchIterator(d["x_train"], d["y_train"], 48, shuffle=True, seed=0, drop_last=True)
@@ -41,6 +46,14 @@ def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act):
         epoch_losses.append(np.mean(losses))
     assert np.all(np.isfinite(epoch_losses))
     assert epoch_losses[-1] < 0.93 * epoch_losses[0], epoch_losses
+    if quant == "snn":
+        changed = {n: int((m.codebook.codes != codebooks[n]).sum())
+                   for n, m in model.named_modules() if hasattr(m, "codebook")}
+        print(f"{quant}/{act}: codebook entries changed by refinement per layer: {changed}")
+        assert len(changed) == 18 and sum(changed.values()) > 0, changed
+        for n, m in model.named_modules():
+            if hasattr(m, "codebook"):
+                assert len(np.unique(m.codebook.codes)) == 32, n
 
 
 def _args(out, data, *extra):
