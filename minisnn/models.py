@@ -60,7 +60,25 @@ def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", **snn_opti
         rng=rng, **snn_options)
 
 
-class ResNetCifar(Module):
+class _ResNet(Module):
+    """Stem, stages of basic blocks, global average pool, linear classifier."""
+
+    def stem(self):
+        return [self.conv1, self.bn1, self.act1]
+
+    def forward(self, x):
+        for layer in self.stem() + self.stages():
+            x = layer.forward(x)
+        return self.fc.forward(self.pool.forward(x))
+
+    def backward(self, dout):
+        dout = self.pool.backward(self.fc.backward(dout))
+        for layer in reversed(self.stem() + self.stages()):
+            dout = layer.backward(dout)
+        return dout
+
+
+class ResNetCifar(_ResNet):
     """Stem conv, three stages of basic blocks, global pool, linear."""
 
     input_size = 32  # CIFAR images, 32x32
@@ -94,18 +112,6 @@ class ResNetCifar(Module):
     def stages(self):
         return [self.layer1, self.layer2, self.layer3]
 
-    def forward(self, x):
-        x = self.act1.forward(self.bn1.forward(self.conv1.forward(x)))
-        for stage in self.stages():
-            x = stage.forward(x)
-        return self.fc.forward(self.pool.forward(x))
-
-    def backward(self, dout):
-        dout = self.pool.backward(self.fc.backward(dout))
-        for stage in reversed(self.stages()):
-            dout = stage.backward(dout)
-        return self.conv1.backward(self.bn1.backward(self.act1.backward(dout)))
-
 
 class ProjectionBlock(BasicBlock):
     """Basic block whose shape-changing shortcut is a full-precision 1x1 conv
@@ -118,7 +124,7 @@ class ProjectionBlock(BasicBlock):
                                        BatchNorm2d(planes))
 
 
-class ResNetImageNet(Module):
+class ResNetImageNet(_ResNet):
     """ImageNet ResNet: 7x7 stride-2 stem, 3x3 stride-2 max pool, four stages
     of basic blocks with projection shortcuts, global pool, linear."""
 
@@ -148,21 +154,11 @@ class ResNetImageNet(Module):
         self.pool = GlobalAvgPool2d()
         self.fc = Linear(in_planes, num_classes, rng=rng)
 
+    def stem(self):
+        return [self.conv1, self.bn1, self.act1, self.maxpool]
+
     def stages(self):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
-
-    def forward(self, x):
-        x = self.maxpool.forward(self.act1.forward(self.bn1.forward(self.conv1.forward(x))))
-        for stage in self.stages():
-            x = stage.forward(x)
-        return self.fc.forward(self.pool.forward(x))
-
-    def backward(self, dout):
-        dout = self.pool.backward(self.fc.backward(dout))
-        for stage in reversed(self.stages()):
-            dout = stage.backward(dout)
-        dout = self.act1.backward(self.maxpool.backward(dout))
-        return self.conv1.backward(self.bn1.backward(dout))
 
 
 def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,
