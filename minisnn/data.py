@@ -105,6 +105,15 @@ def _warn(message):
     print(f"minisnn.data: warning: {message}", file=sys.stderr, flush=True)
 
 
+def _remove_leftover(tmp):
+    """Delete a temporary file left by a failed write, if any."""
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _natural_key(name):
     """'img10.png' sorts after 'img2.png'."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
@@ -240,11 +249,7 @@ def download_cifar10(dest_dir, url=None, md5=None, progress=True):
             raise
         raise DataError(_no_data_message(f"the download of {url} failed ({exc})")) from exc
     finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        _remove_leftover(tmp)
 
 
 # -- the python release ------------------------------------------------------------
@@ -643,11 +648,7 @@ def _save_cache(path, data, source):
         _warn(f"could not write the cache {path} ({exc}); continuing without it")
         return False
     finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        _remove_leftover(tmp)
 
 
 def cache_path(source, cache_dir=None):
