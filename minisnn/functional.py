@@ -171,6 +171,20 @@ def _direct3x3(buf, shape, w, group, out):
                     out[n0 + k, q, y, x] = acc2[k * plane + y * wp + x]
 
 
+@njit(cache=True, inline="always")
+def _add9(row, a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    """row[k] += a_k: one pass's 9 tap sums into a float64 accumulator row."""
+    row[0] += a0
+    row[1] += a1
+    row[2] += a2
+    row[3] += a3
+    row[4] += a4
+    row[5] += a5
+    row[6] += a6
+    row[7] += a7
+    row[8] += a8
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _direct3x3_dw(xbuf, gbuf, shape, c_out, group, dw):
     """dw[o, c] = sum_n 3x3 correlation of padded x plane (c, n) with the
@@ -217,25 +231,9 @@ def _direct3x3_dw(xbuf, gbuf, shape, c_out, group, dw):
                     e6 += v * t6
                     e7 += v * t7
                     e8 += v * t8
-                acc[o, 0] += a0
-                acc[o, 1] += a1
-                acc[o, 2] += a2
-                acc[o, 3] += a3
-                acc[o, 4] += a4
-                acc[o, 5] += a5
-                acc[o, 6] += a6
-                acc[o, 7] += a7
-                acc[o, 8] += a8
+                _add9(acc[o], a0, a1, a2, a3, a4, a5, a6, a7, a8)
                 if q != o:
-                    acc[q, 0] += e0
-                    acc[q, 1] += e1
-                    acc[q, 2] += e2
-                    acc[q, 3] += e3
-                    acc[q, 4] += e4
-                    acc[q, 5] += e5
-                    acc[q, 6] += e6
-                    acc[q, 7] += e7
-                    acc[q, 8] += e8
+                    _add9(acc[q], e0, e1, e2, e3, e4, e5, e6, e7, e8)
         for o in range(c_out):
             for k in range(9):
                 dw[o, c, k // 3, k % 3] = acc[o, k]
