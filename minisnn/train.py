@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import data as D
 from .figures import training_curves
 from .models import ACTS, QUANTS, build_model, mode_name
-from .nn import softmax_cross_entropy
+from .nn import BatchNorm2d, softmax_cross_entropy
 from .optim import SCHEDULES, lr_at, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
@@ -56,6 +56,31 @@ def evaluate(model, x_uint8, y, batch_size=500):
         correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
     model.train()
     return total_loss / len(y), correct / len(y)
+
+
+def recalibrate_batchnorm(model, x_uint8, batch_size=500):
+    """Re-estimate every BatchNorm2d's running statistics for the current
+    weights: zeroed, then the cumulative average over the batches of
+    ``x_uint8`` in training mode (PyTorch's ``momentum=None``), no update.
+
+    The running averages kept during training mix statistics of weights
+    that have since changed; in binary nets latent-weight sign flips make
+    those stale estimates noticeably wrong at eval time.
+    """
+    bns = [m for _, m in model.named_modules() if isinstance(m, BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.running_mean = np.zeros_like(bn.running_mean)
+        bn.running_var = np.zeros_like(bn.running_var)
+    model.train()
+    try:
+        for k, i in enumerate(range(0, len(x_uint8), batch_size), start=1):
+            for bn in bns:
+                bn.momentum = 1.0 / k
+            model.forward(D.normalize(x_uint8[i:i + batch_size]))
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
 
 
 def model_config(args):
@@ -121,6 +146,10 @@ def run(args):
         raise FileExistsError(f"{path} exists: pass --resume to continue it, or choose another --out")
 
     hooks = update_hooks(model)
+    if args.bn_recalibrate:
+        n = min(args.bn_recalibrate, len(dataset["y_train"]))
+        pick = np.random.default_rng(args.seed).choice(len(dataset["y_train"]), n, replace=False)
+        recal_x = dataset["x_train"][np.sort(pick)]
     name = mode_name(args.quant, args.act, config["tau"])
     print(f"{args.arch} {name}: {len(dataset['y_train'])} train / {len(dataset['y_test'])} test images, "
           f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}", flush=True)
@@ -148,6 +177,8 @@ def run(args):
                       f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
                       f"lr {optimizer.lr:.4g} {rate:.0f} img/s ETA {_fmt_time(eta)}", flush=True)
         seconds = time.perf_counter() - t0
+        if args.bn_recalibrate:
+            recalibrate_batchnorm(model, recal_x)
         test_loss, test_acc = evaluate(model, dataset["x_test"], dataset["y_test"])
         for key, value in (("epoch", epoch + 1), ("train_loss", loss_sum / seen),
                            ("train_acc", correct / seen), ("test_loss", test_loss),
@@ -206,6 +237,9 @@ def build_parser():
                    "not to biases, batch norm or codebooks")
     o.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     o.add_argument("--warmup-epochs", type=int, default=1)
+    o.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
+                   help="after every epoch, re-estimate batch-norm running statistics on N "
+                   "un-augmented training images (0: keep the running averages)")
     o.add_argument("--no-augment", action="store_true", help="no random crop/flip")
     o.add_argument("--seed", type=int, default=0)
     D.add_data_arguments(p)

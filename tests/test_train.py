@@ -89,7 +89,7 @@ def _assert_same(a, b):
 
 
 def test_resume_after_stop_matches_uninterrupted_run(real_npz, tmp_path):
-    extra = ("--quant", "bnn", "--act", "binary")
+    extra = ("--quant", "bnn", "--act", "binary", "--bn-recalibrate", "64")
     assert train.main(_args(tmp_path / "full", real_npz, *extra)) == 0
     assert train.main(_args(tmp_path / "split", real_npz, *extra, "--stop-after", "1")) == 0
     _, config = ckpt.load_checkpoint(tmp_path / "split" / "checkpoint.npz")
@@ -129,3 +129,20 @@ def test_killed_run_resumes_exactly(real_npz, tmp_path):
     assert train.main(args + ["--resume"]) == 0
     assert train.main(_args(tmp_path / "whole", real_npz, "--batch-size", "8", "--epochs", "2")) == 0
     _assert_same(_final_weights(path), _final_weights(tmp_path / "whole" / "checkpoint.npz"))
+
+
+def test_recalibrated_batchnorm_holds_the_average_batch_statistics():
+    rng = np.random.default_rng(3)
+    model = models.resnet20("fp")
+    x = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    before = [m.momentum for _, m in model.named_modules() if isinstance(m, train.BatchNorm2d)]
+    train.recalibrate_batchnorm(model, x, batch_size=20)
+    # the stem's batch norm sees the stem conv's output: check it by hand
+    feats = [model.conv1.forward(D.normalize(x[i:i + 20])) for i in (0, 20)]
+    m = feats[0].shape[0] * feats[0].shape[2] * feats[0].shape[3]
+    mean = np.mean([f.mean(axis=(0, 2, 3)) for f in feats], axis=0)
+    var = np.mean([f.var(axis=(0, 2, 3)) * m / (m - 1) for f in feats], axis=0)
+    np.testing.assert_allclose(model.bn1.running_mean, mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.bn1.running_var, var, rtol=1e-4, atol=1e-5)
+    after = [m.momentum for _, m in model.named_modules() if isinstance(m, train.BatchNorm2d)]
+    assert after == before and model.training
