@@ -22,6 +22,8 @@ import zlib
 
 import numpy as np
 
+from .models import build_model
+
 CONFIG_KEY = "__config__"
 
 
@@ -162,3 +164,16 @@ def restore_module(module, arrays, path, prefix="model."):
             raise ValueError(f"{path}: missing array {prefix + name!r}, "
                              f"expected shape {shape}, found none")
     module.load_state_dict(state, source=str(path))
+
+
+def load_model(path):
+    """The model a training checkpoint holds, rebuilt and restored, in eval mode."""
+    arrays, config = load_checkpoint(path)
+    if not isinstance(config.get("model"), dict):
+        raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
+    try:
+        model = build_model(config["model"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
+    restore_module(model, arrays, path)
+    return model.eval()

@@ -25,7 +25,7 @@ from numba import njit, prange
 from . import bitpack, checkpoint, popcount
 from . import data as D
 from . import functional as F
-from .models import ResNetCifar, build_model
+from .models import ResNetCifar
 from .nn import Hardtanh, Module
 from .quant import QuantConv2d
 from .subbit import SubBitConv2d, kernels_to_codes
@@ -398,22 +398,30 @@ def compile_model(model):
         fc_bias=model.fc.bias.data.copy(), input_size=model.input_size)
 
 
-def load_model(path):
-    """The float model of a checkpoint, in eval mode."""
-    arrays, config = checkpoint.load_checkpoint(path)
-    if not isinstance(config.get("model"), dict):
-        raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
+def capture(model, name, x):
+    """(input, output) of module ``name`` while ``model`` runs on ``x``: what a
+    layer sees on real images, e.g. to drive the RTL with."""
+    module = dict(model.named_modules()).get(name)
+    if module is None:
+        raise ValueError(f"the model has no module named {name!r}")
+    seen = {}
+    forward = module.forward
+
+    def recording(inp):
+        seen["in"], seen["out"] = inp, forward(inp)
+        return seen["out"]
+
+    module.forward = recording
     try:
-        model = build_model(config["model"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
-    checkpoint.restore_module(model, arrays, path)
-    return model.eval()
+        model.forward(x)
+    finally:
+        del module.forward  # back to the class's method
+    return seen["in"], seen["out"]
 
 
 def compile_checkpoint(path):
     """CompiledModel of a training checkpoint (see compile_model)."""
-    model = load_model(path)
+    model = checkpoint.load_model(path)
     try:
         return compile_model(model)
     except ValueError as exc:

@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from . import data as D
-from .compile import compile_model, load_model, logits_in_batches
+from .checkpoint import load_model
+from .compile import compile_model, logits_in_batches
 from .models import mode_name
 
 

@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+from .checkpoint import load_model
 from .quant import QuantConv2d
 from .subbit import NUM_KERNELS, SubBitConv2d, binary_kernel_codes
 
@@ -100,7 +101,6 @@ def plot_layers(stats, path, title, order="frequency", ncols=3):
 
 
 def main(argv=None):
-    from .summary import load_model
     parser = argparse.ArgumentParser(
         prog="python -m minisnn.kernels",
         description="Binary-kernel frequency per layer (Figure 1) and top-2^tau coverage of "

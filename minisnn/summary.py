@@ -31,6 +31,7 @@ import sys
 import numpy as np
 
 from . import models
+from .checkpoint import load_model
 from .nn import BatchNorm2d, Conv2d, Linear
 from .quant import BinaryConv2d, QuantConv2d
 from .subbit import SubBitConv2d
@@ -220,17 +221,6 @@ def format_table(summary):
             "conventions:"]
     out += [f"  - {c}" for c in summary["conventions"]]
     return "\n".join(out)
-
-
-def load_model(path):
-    """Rebuild a model from a checkpoint file written by the training loop."""
-    from .checkpoint import load_checkpoint, restore_module
-    arrays, config = load_checkpoint(path)
-    if "model" not in config:
-        raise ValueError(f"{path}: config has no 'model' entry to rebuild the model from")
-    model = models.build_model(config["model"])
-    restore_module(model, arrays, path)
-    return model
 
 
 def main(argv=None):

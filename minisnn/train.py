@@ -9,6 +9,7 @@ same weights as an uninterrupted one.
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from .nn import BatchNorm2d, softmax_cross_entropy
 from .optim import SCHEDULES, lr_at, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
+LOCK = "train.lock"
 # Arguments that may differ on --resume without changing the run's result.
 RESUME_FREE = ("data", "cache_dir", "out", "resume", "stop_after", "log_every", "quiet")
 
@@ -105,10 +107,44 @@ def _check_finite(loss, epoch, step, out):
             f"the last good checkpoint in {out} is intact")
 
 
+class RunLocked(RuntimeError):
+    pass
+
+
+def _lock(out):
+    """Claim ``out`` for this process: two runs writing one checkpoint would
+    corrupt each other's resume. A lock whose process is gone is taken over."""
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its process died
+                continue
+            raise RunLocked(f"{out} is being trained by process {pid} (lock {path}); "
+                            "wait for it or stop it first") from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return path
+    raise RunLocked(f"could not lock {path}")
+
+
 def run(args):
     """Train as described by parsed CLI arguments; returns the metrics dict."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _run(args, out)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run(args, out):
     path = out / CHECKPOINT
     train_cfg = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
     config = model_config(args)
@@ -260,7 +296,7 @@ def main(argv=None):
         build_parser().error("--init frequent needs --init-from BNN_CHECKPOINT")
     try:
         run(args)
-    except (ValueError, FileExistsError, FloatingPointError) as e:
+    except (ValueError, FileExistsError, FloatingPointError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

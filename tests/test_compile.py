@@ -169,7 +169,7 @@ def test_export_writes_every_compiled_layer(tmp_path):
 
 @pytest.mark.parametrize("quant", ["bnn", "snn"])
 def test_trained_model_agrees_on_all_10000_test_images(trained, cifar, quant):
-    model = C.load_model(trained[quant])
+    model = ckpt.load_model(trained[quant])
     compiled = C.compile_model(model)
     result = infer.compare(model, compiled, cifar["x_test"], cifar["y_test"], batch_size=500)
     assert result["images"] == 10000

@@ -171,25 +171,17 @@ def test_trained_layer_on_a_real_test_image(trained, cifar, engine):
     output, bit for bit."""
     from minisnn import compile as C
     from minisnn import data as D
+    from minisnn.checkpoint import load_model
     from minisnn.quant import sign, weight_scale
 
-    model = C.load_model(trained["snn"])
-    model.eval()
+    model = load_model(trained["snn"])
     name = "layer2.0.conv1"
     conv = dict(model.named_modules())[name]
-    seen = {}
-    forward = conv.forward
-
-    def capture(x):
-        seen["x"], seen["out"] = x, forward(x)
-        return seen["out"]
-
-    conv.forward = capture
-    model.forward(D.normalize(cifar["x_test"][:1]))
+    x, out = C.capture(model, name, D.normalize(cifar["x_test"][:1]))
     layer = next(lay for lay in C.compile_model(model).layers if lay.name == name)
     assert (layer.c_in, layer.c_out, layer.stride, layer.tau) == (16, 32, 2, 5)
-    acts = sign(seen["x"][0]).astype(np.int8)
+    acts = sign(x[0]).astype(np.int8)
     result = rtlsim.check_layer(layer, acts, engine, lanes=8, p_dot=4)
     alpha = weight_scale(conv.weight.data)[:, None, None]
-    np.testing.assert_array_equal(result.sums.astype(np.float32) * alpha, seen["out"][0])
+    np.testing.assert_array_equal(result.sums.astype(np.float32) * alpha, out[0])
     assert result.cycles == rtlsim.cycle_model(engine, 16, 32, 32, 32, 2, 5, 8, 4)

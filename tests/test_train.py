@@ -146,3 +146,16 @@ def test_recalibrated_batchnorm_holds_the_average_batch_statistics():
     np.testing.assert_allclose(model.bn1.running_var, var, rtol=1e-4, atol=1e-5)
     after = [m.momentum for _, m in model.named_modules() if isinstance(m, train.BatchNorm2d)]
     assert after == before and model.training
+
+
+def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(real_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train.LOCK).write_text(str(os.getpid()))  # a live process holds it
+    assert train.main(_args(out, real_npz)) == 2
+    assert f"being trained by process {os.getpid()}" in capsys.readouterr().err
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / train.LOCK).write_text(str(dead.pid))
+    assert train.main(_args(out, real_npz)) == 0
+    assert not (out / train.LOCK).exists()
