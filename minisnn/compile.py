@@ -26,7 +26,7 @@ from . import bitpack, checkpoint, popcount
 from . import data as D
 from . import functional as F
 from .models import ResNetCifar
-from .nn import Hardtanh, Module
+from .nn import Hardtanh, Identity, ShortcutA
 from .quant import QuantConv2d
 from .subbit import SubBitConv2d, kernels_to_codes
 
@@ -236,6 +236,11 @@ class CompiledConv:
         """bn(alpha * conv(sign(x), B)) in float32, as QuantConv2d + BatchNorm2d."""
         return self.bn(_scaled_sums(self.sums(x), self.alpha))
 
+    def residual_forward(self, x, stride, pad_lo):
+        """hardtanh(forward(x) + shortcut(x)) in one pass (see _residual_hardtanh)."""
+        return _residual_hardtanh(self.sums(x), self.alpha, self.bn.scale, self.bn.shift,
+                                  np.ascontiguousarray(x), stride, pad_lo)
+
     def sign_bits(self, x):
         """uint8 bits (1 = +1) of sign(forward(x)) from the integer thresholds."""
         layer = self.with_thresholds()
@@ -298,22 +303,50 @@ def compile_conv(name, conv, bn, height, width, thresholds=False):
 
 # ------------------------------------------------------------------ whole model
 
+# One pass instead of five (alpha multiply, batch norm, shortcut padding, add,
+# Hardtanh): each element goes through the float model's float32 operations
+# in its order, so the result is the same bits (no fastmath: no FMA
+# contraction, as in functional.channel_affine).
+
+@njit(parallel=True, cache=True)
+def _residual_hardtanh(sums, alpha, scale, shift, res, stride, pad_lo):
+    """hardtanh(bn(float32(sums) * alpha) + shortcut(res)); the option-A
+    shortcut takes every stride-th pixel of ``res`` into channels
+    pad_lo .. pad_lo + C_res - 1 and zeros elsewhere (Identity: 1, 0)."""
+    n, c, ho, wo = sums.shape
+    c_res = res.shape[1]
+    out = np.empty((n, c, ho, wo), dtype=np.float32)
+    for t in prange(n * c):
+        b = t // c
+        o = t % c
+        a, k, m = alpha[o], scale[o], shift[o]
+        r = o - pad_lo
+        for y in range(ho):
+            for z in range(wo):
+                v = np.float32(sums[b, o, y, z]) * a
+                v = v * k + m
+                if 0 <= r < c_res:
+                    v = v + res[b, r, y * stride, z * stride]
+                else:
+                    v = v + np.float32(0.0)  # np.pad's +0.0 turns -0.0 into +0.0
+                out[b, o, y, z] = min(max(v, np.float32(-1.0)), np.float32(1.0))
+    return out
+
+
 @dataclass
 class CompiledBlock:
     """A double-shortcut basic block: h = hardtanh(bn1(conv1 x) + shortcut(x)),
-    out = hardtanh(bn2(conv2 h) + h)."""
+    out = hardtanh(bn2(conv2 h) + h); the shortcut is option A (stride,
+    channel offset pad_lo) or the identity (1, 0)."""
 
     conv1: CompiledConv
     conv2: CompiledConv
-    shortcut: Module  # the float model's parameterless ShortcutA / Identity
+    stride: int
+    pad_lo: int
 
     def forward(self, x):
-        out = self.conv1.forward(x)
-        out += self.shortcut.forward(x)
-        h = F.hardtanh(out)  # nn.Hardtanh.forward's own kernel
-        out = self.conv2.forward(h)
-        out += h
-        return F.hardtanh(out)
+        h = self.conv1.residual_forward(x, self.stride, self.pad_lo)
+        return self.conv2.residual_forward(h, 1, 0)
 
 
 @dataclass
@@ -390,7 +423,14 @@ def compile_model(model):
             conv1 = compile_conv(f"{name}.conv1", block.conv1, block.bn1, size, size)
             size = conv1.layer.out_height
             conv2 = compile_conv(f"{name}.conv2", block.conv2, block.bn2, size, size)
-            blocks.append(CompiledBlock(conv1, conv2, block.shortcut))
+            shortcut = block.shortcut
+            if isinstance(shortcut, ShortcutA):
+                blocks.append(CompiledBlock(conv1, conv2, shortcut.stride, shortcut.pad_lo))
+            elif isinstance(shortcut, Identity):
+                blocks.append(CompiledBlock(conv1, conv2, 1, 0))
+            else:
+                raise ValueError(f"layer {name}: the integer engine runs option-A or identity "
+                                 f"shortcuts, found {type(shortcut).__name__}")
     return CompiledModel(
         config=dict(model.config), stem_weight=model.conv1.weight.data.copy(),
         stem_stride=model.conv1.stride, stem_padding=model.conv1.padding,

@@ -329,9 +329,12 @@ def batch_stats(x):
     return mean, var
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# No fastmath: fastmath lets LLVM fuse the multiply-add into an FMA where the
+# CPU has one, so eval-mode results (and the integer engine's bit-exactness
+# with them, compile._residual_hardtanh) would depend on the machine.
+@njit(parallel=True, cache=True)
 def channel_affine(x, scale, shift, out):
-    """out[:, c] = x[:, c] * scale[c] + shift[c]."""
+    """out[:, c] = x[:, c] * scale[c] + shift[c], rounded after each operation."""
     n_img, c_in, h, w = x.shape
     for t in prange(n_img * c_in):
         n = t // c_in
