@@ -1,0 +1,95 @@
+"""The whole walkthrough in --quick mode, end to end, on the shared CIFAR-10 archive."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = sorted((ROOT / "walkthrough").glob("0*.py"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(step, out, *extra):
+    proc = subprocess.run([sys.executable, str(step), "--quick", "--out", str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, f"{step.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory):
+    out = tmp_path_factory.mktemp("walkthrough")
+    assert [s.name[:3] for s in STEPS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+    logs = {step.name[:2]: _run(step, out) for step in STEPS}
+    return out, logs
+
+
+def test_every_model_is_trained_once_and_tabled(walked):
+    out, logs = walked
+    results = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names == ["fp", "bnn_32a", "snn6_32a", "snn5_32a", "snn4_32a", "snn5_32a_norefine",
+                     "snn5_32a_frequent", "bnn_1a", "snn5_1a"]
+    assert results["quick"] and "--quick" in results["data"]
+    for name in names:
+        metrics = json.loads((out / "models" / name / "metrics.json").read_text())
+        assert metrics["epoch"] == [1, 2], name
+    # step 5 needed models that step 1 and 3 had trained: nothing was trained twice
+    assert "reusing" in logs["05"] and "minisnn.train" not in logs["05"]
+
+
+def test_table_rows_are_consistent(walked):
+    out, _ = walked
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["fp"]["bits_per_weight"] == 32 and rows["fp"]["dot9_ops"] is None
+    for name in ("bnn_32a", "bnn_1a"):
+        assert rows[name]["bits_per_weight"] == 1 and rows[name]["compression_vs_bnn"] == 1
+    for tau in (4, 5, 6):
+        r = rows[f"snn{tau}_32a"]
+        assert r["bits_per_weight"] == round(tau / 9, 4)
+        assert r["size_bytes"] < rows["bnn_32a"]["size_bytes"] < rows["fp"]["size_bytes"]
+        assert r["compression_vs_bnn"] == round(rows["bnn_32a"]["size_bytes"] / r["size_bytes"], 3)
+    assert rows["snn4_32a"]["size_bytes"] < rows["snn5_32a"]["size_bytes"] < rows["snn6_32a"]["size_bytes"]
+    # models of the same tau share one size and Dot9 count
+    same = ("size_bytes", "dot9_ops")
+    for name in ("snn5_32a_norefine", "snn5_32a_frequent", "snn5_1a"):
+        assert all(rows[name][k] == rows["snn5_32a"][k] for k in same), name
+    for r in rows.values():
+        assert 0 <= r["test_accuracy"] <= 100
+
+
+def test_figures_exist(walked):
+    out, _ = walked
+    for name in ("01_baselines_accuracy", "02_bnn_32a_kernels", "02_bnn_1a_kernels",
+                 "03_subbit_accuracy", "03_snn5_32a_kernels", "03_snn5_1a_kernels",
+                 "04_accuracy_vs_bits"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG, name
+    coverage = json.loads((out / "02_coverage.json").read_text())
+    for layers in coverage.values():
+        for layer in layers.values():
+            cov = [layer["coverage"][t] for t in ("4", "5", "6")]
+            assert 0 < cov[0] <= cov[1] <= cov[2] <= 1
+
+
+def test_integer_engine_agrees(walked):
+    out, _ = walked
+    engine = json.loads((out / "05_integer_engine.json").read_text())
+    assert set(engine) == {"bnn_1a", "snn5_1a"}
+    for r in engine.values():
+        assert r["images"] == 500 and r["differing_predictions"] == r["differing_at_float_ties"]
+
+
+def test_rtl_equals_python_on_a_real_image(walked):
+    out, logs = walked
+    hw = json.loads((out / "06_hardware.json").read_text())
+    assert hw["tau"] == 5 and (hw["c_in"], hw["c_out"]) == (64, 64)
+    for engine in ("snn", "bnn"):
+        r = hw["engines"][engine]
+        assert r["equals_golden_model"] and r["equals_float_model"]
+        assert r["cycles"] == r["cycles_model"] and r["cells"] > 0
+    assert hw["engines"]["snn"]["weight_bits"] < hw["engines"]["bnn"]["weight_bits"]
+    assert (out / "06_rom" / "manifest.json").is_file()
+    assert "SNN vs BNN" in logs["06"]

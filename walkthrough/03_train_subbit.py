@@ -1,0 +1,38 @@
+"""Step 3: train the sub-bit ResNet-20s and look at their kernels.
+
+Sub-bit (SNN) models with random codebook sampling and refinement: tau = 6,
+5, 4 with real activations and tau = 5 with binary activations; then two
+ablations at tau = 5 (real activations): random sampling without
+refinement, and codebooks initialised with the 2^tau most frequent kernels
+of the step-1 1W/32A model ('frequent', which trains that model first if
+needed). The kernel figures are the paper's Figure 1 (right): every layer
+uses only its 2^tau codebook kernels (highlighted), and refinement has
+moved those towards the kernels the layer wants.
+"""
+
+import importlib
+
+import common
+
+NAMES = ("snn6_32a", "snn5_32a", "snn4_32a", "snn5_1a", "snn5_32a_norefine", "snn5_32a_frequent")
+FIGURES = ("snn5_32a", "snn5_1a")
+
+step1 = importlib.import_module("01_train_baselines")
+step2 = importlib.import_module("02_kernel_distribution")
+
+
+def main(argv=None):
+    args = common.parser(__doc__, NAMES).parse_args(argv)
+    common.train_models(args, args.only)
+    print("\ntest accuracy (the last epoch's, after batch-norm recalibration):")
+    step1.print_accuracies(args, args.only)
+    png = step1.accuracy_figure(args, args.only, f"{args.out}/03_subbit_accuracy.png",
+                                "sub-bit ResNet-20 on CIFAR-10: test accuracy per epoch")
+    print(f"wrote {png}")
+    records = step2.kernel_figures(args, [n for n in FIGURES if n in args.only], "03")
+    if records:
+        print(f"wrote {common.write_json(f'{args.out}/03_coverage.json', records)}")
+
+
+if __name__ == "__main__":
+    main()

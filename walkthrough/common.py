@@ -1,0 +1,178 @@
+"""What the walkthrough scripts share: the recipe, the models, the results folder.
+
+Every model is trained by ``python -m minisnn.train`` in a child process
+(its log in ``<out>/models/<name>/train.log``), with the same recipe; only
+the mode and the epoch count differ. A model whose ``metrics.json`` exists
+is reused, one with only a checkpoint is resumed, so any script can be
+stopped and started again, and later scripts train what they need when an
+earlier one was not run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# One recipe for every row (the README's results section explains the choices).
+RECIPE = {"optimizer": "adam", "lr": "2e-3", "weight-decay": "0.05", "schedule": "cosine",
+          "warmup-epochs": "1", "batch-size": "128", "act-grad": "approxsign",
+          "bn-recalibrate": "5000"}
+MAIN_EPOCHS, OTHER_EPOCHS = 30, 15
+QUICK = {"epochs": 2, "subset": 1280, "test_subset": 500, "bn_recalibrate": 256}
+
+
+def recipe_args(quick=False):
+    recipe = dict(RECIPE, **({"bn-recalibrate": str(QUICK["bn_recalibrate"])} if quick else {}))
+    return [a for k, v in recipe.items() for a in (f"--{k}", v)]
+
+# name -> (label, train.py mode arguments, main row?)
+MODELS = {
+    "fp": ("full precision", ["--quant", "fp", "--act", "real"], True),
+    "bnn_32a": ("1W/32A", ["--quant", "bnn", "--act", "real"], True),
+    "bnn_1a": ("1W/1A", ["--quant", "bnn", "--act", "binary"], True),
+    "snn6_32a": ("tau=6 W/32A", ["--quant", "snn", "--act", "real", "--tau", "6"], False),
+    "snn5_32a": ("tau=5 W/32A", ["--quant", "snn", "--act", "real", "--tau", "5"], True),
+    "snn4_32a": ("tau=4 W/32A", ["--quant", "snn", "--act", "real", "--tau", "4"], False),
+    "snn5_1a": ("tau=5 W/1A", ["--quant", "snn", "--act", "binary", "--tau", "5"], True),
+    "snn5_32a_norefine": ("tau=5 W/32A, no refinement",
+                          ["--quant", "snn", "--act", "real", "--tau", "5", "--no-refine"], False),
+    "snn5_32a_frequent": ("tau=5 W/32A, 'frequent' init",
+                          ["--quant", "snn", "--act", "real", "--tau", "5", "--init", "frequent"],
+                          False),
+}
+# 'frequent' initialisation takes its codebooks from the trained 1W/32A model
+DEPENDS = {"snn5_32a_frequent": "bnn_32a"}
+
+
+def parser(description, models=None):
+    """The options every step takes; ``models`` adds --only for training steps."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/walkthrough", help="results folder shared by all steps")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a few minutes on 2 cores: {QUICK['subset']} training and "
+                   f"{QUICK['test_subset']} test images, {QUICK['epochs']} epochs per model")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="CIFAR-10 source, as for python -m minisnn.train")
+    p.add_argument("--seed", type=int, default=0, help="seed of every training run")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="models trained at once (one core each), where a step has to train")
+    if models:
+        p.add_argument("--only", nargs="+", choices=models, default=list(models),
+                       help="train only these models")
+    return p
+
+
+def model_dir(args, name):
+    return Path(args.out) / "models" / name
+
+
+def epochs(args, name):
+    return QUICK["epochs"] if args.quick else (MAIN_EPOCHS if MODELS[name][2] else OTHER_EPOCHS)
+
+
+def train_command(args, name):
+    _, mode, _ = MODELS[name]
+    cmd = [sys.executable, "-m", "minisnn.train", *mode, *recipe_args(args.quick),
+           "--epochs", str(epochs(args, name)), "--seed", str(args.seed),
+           "--out", str(model_dir(args, name)), "--log-every", "10"]
+    if args.quick:
+        cmd += ["--subset", str(QUICK["subset"]), "--test-subset", str(QUICK["test_subset"])]
+    if args.data:
+        cmd += ["--data", args.data]
+    if name in DEPENDS:
+        cmd += ["--init-from", str(model_dir(args, DEPENDS[name]) / "checkpoint.npz")]
+    if (model_dir(args, name) / "checkpoint.npz").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def finished(args, name):
+    return (model_dir(args, name) / "metrics.json").exists()
+
+
+def _last_line(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 400, 0))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    except FileNotFoundError:
+        return ""
+
+
+def train_models(args, names, status_every=60.0):
+    """Train (or resume) ``names`` and their dependencies, ``args.jobs`` at a time.
+
+    Each child runs on one thread (two single-threaded runs use two cores
+    better than one run on both). Prints each model's latest progress line
+    every ``status_every`` seconds and fails naming the model and its log.
+    """
+    todo = []
+    for name in names:
+        for n in (DEPENDS.get(name), name):
+            if n and n not in todo and not finished(args, n):
+                todo.append(n)
+    for name in names:
+        if finished(args, name):
+            print(f"{name}: reusing {model_dir(args, name)}", flush=True)
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    running, last_status = {}, time.monotonic()
+    while todo or running:
+        for name, (proc, log, fh) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            fh.close()
+            del running[name]
+            if proc.returncode != 0:
+                for other, (p, _, f) in running.items():
+                    p.terminate()
+                    f.close()
+                raise SystemExit(f"training {name} failed (exit {proc.returncode}); its log: {log}\n"
+                                 f"{_last_line(log)}")
+            print(f"{name}: done, {_summary(args, name)}", flush=True)
+        ready = [n for n in todo if DEPENDS.get(n) not in todo and DEPENDS.get(n) not in running]
+        while ready and len(running) < max(args.jobs, 1):
+            name = ready.pop(0)
+            todo.remove(name)
+            model_dir(args, name).mkdir(parents=True, exist_ok=True)
+            log = model_dir(args, name) / "train.log"
+            cmd = train_command(args, name)
+            print(f"{name}: {' '.join(cmd[1:])}\n{name}: log in {log}", flush=True)
+            fh = open(log, "a")
+            running[name] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env),
+                             log, fh)
+        if running and time.monotonic() - last_status >= status_every:
+            last_status = time.monotonic()
+            for name, (_, log, _) in running.items():
+                print(f"{name}: {_last_line(log)}", flush=True)
+        time.sleep(0.5)
+
+
+def metrics(args, name):
+    path = model_dir(args, name) / "metrics.json"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: train {name} first (its training step does)")
+    return json.loads(path.read_text())
+
+
+def _summary(args, name):
+    m = metrics(args, name)
+    return (f"test accuracy {100 * m['final_test_acc']:.2f}% after {m['epoch'][-1]} epochs, "
+            f"{m['total_seconds'] / 60:.1f} min of training")
+
+
+def checkpoint(args, name):
+    return model_dir(args, name) / "checkpoint.npz"
+
+
+def write_json(path, value):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
