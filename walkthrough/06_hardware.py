@@ -68,9 +68,9 @@ def main(argv=None):
               f"{r['dot9_units']} Dot9 units, {r['cells']} yosys cells (memories black-boxed), "
               f"{r['weight_bits']} weight bits")
     s, b = rows["snn"], rows["bnn"]
-    print(f"  SNN vs BNN: weight memory {b['weight_bits'] / s['weight_bits']:.2f}x smaller, "
-          f"cycles x{b['cycles'] / s['cycles']:.2f}, cells x{s['cells'] / b['cells']:.2f}, "
-          f"cells x cycles {s['cells_x_cycles'] / b['cells_x_cycles']:.2f} of the BNN's")
+    print(f"  SNN vs BNN (SNN / BNN): weight bits {s['weight_bits'] / b['weight_bits']:.2f}x, "
+          f"cycles {s['cycles'] / b['cycles']:.2f}x, cells {s['cells'] / b['cells']:.2f}x, "
+          f"cells x cycles {s['cells_x_cycles'] / b['cells_x_cycles']:.2f}x")
     result = {"model": common.MODELS[NAME][0], "layer": args.layer, "image": args.image,
               "c_in": layer.c_in, "c_out": layer.c_out, "height": layer.height,
               "width": layer.width, "stride": layer.stride, "tau": layer.tau, "engines": rows}
