@@ -166,28 +166,40 @@ def _sign_pack(x, words):
     return out
 
 
+PLANES_PER_TASK = 16  # sign planes per parallel task: one scratch plane each
+
+
 @njit(parallel=True, cache=True)
 def _sign_patch_codes(x, stride, ho, wo):
     n, c, h, w = x.shape
-    out = np.empty((n, c, ho, wo), dtype=np.uint16)
-    for b in prange(n):  # scratch allocated per image, not per plane
-        bits = np.zeros((h + 2, w + 2), dtype=np.uint16)  # zero padding stays bit 0
-        trip = np.empty((h + 2, wo), dtype=np.uint16)
-        for i in range(c):
+    planes = n * c
+    xf = x.reshape(planes, h, w)
+    out = np.empty((planes, ho, wo), dtype=np.uint16)
+    one, zero = np.uint16(1), np.uint16(0)
+    for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
+        s = np.zeros((h + 2, w + 2), dtype=np.uint16)  # the zero-padding border stays bit 0
+        for q in range(task * PLANES_PER_TASK, min(planes, (task + 1) * PLANES_PER_TASK)):
             for y in range(h):
                 for z in range(w):
-                    bits[y + 1, z + 1] = x[b, i, y, z] >= 0  # sign(x) = +1 for x >= 0
-            # trip[y, z]: 3-bit code of padded row y under window column z (bit dx);
-            # a window's code is three row triplets, bits 0-2, 3-5, 6-8.
-            for y in range(h + 2):
-                for z in range(wo):
-                    z0 = z * stride
-                    trip[y, z] = bits[y, z0] | (bits[y, z0 + 1] << 1) | (bits[y, z0 + 2] << 2)
+                    s[y + 1, z + 1] = one if xf[q, y, z] >= 0 else zero  # sign(x) = +1 for x >= 0
+            # code bit j = tap (j // 3, j % 3); stride 1 spelled out so the
+            # row loop runs on contiguous loads and vectorizes
             for y in range(ho):
                 y0 = y * stride
-                for z in range(wo):
-                    out[b, i, y, z] = trip[y0, z] | (trip[y0 + 1, z] << 3) | (trip[y0 + 2, z] << 6)
-    return out
+                if stride == 1:
+                    for z in range(wo):
+                        out[q, y, z] = (s[y0, z] | (s[y0, z + 1] << 1) | (s[y0, z + 2] << 2)
+                                        | (s[y0 + 1, z] << 3) | (s[y0 + 1, z + 1] << 4)
+                                        | (s[y0 + 1, z + 2] << 5) | (s[y0 + 2, z] << 6)
+                                        | (s[y0 + 2, z + 1] << 7) | (s[y0 + 2, z + 2] << 8))
+                else:
+                    for z in range(wo):
+                        z0 = z * stride
+                        out[q, y, z] = (s[y0, z0] | (s[y0, z0 + 1] << 1) | (s[y0, z0 + 2] << 2)
+                                        | (s[y0 + 1, z0] << 3) | (s[y0 + 1, z0 + 1] << 4)
+                                        | (s[y0 + 1, z0 + 2] << 5) | (s[y0 + 2, z0] << 6)
+                                        | (s[y0 + 2, z0 + 1] << 7) | (s[y0 + 2, z0 + 2] << 8))
+    return out.reshape(n, c, ho, wo)
 
 
 def sign_pack(x):
