@@ -111,6 +111,17 @@ class RunLocked(RuntimeError):
     pass
 
 
+def _check_trainer(pid):
+    """LookupError if ``pid`` is not running Python (its number reused after
+    the training process died); where /proc is missing, trust the pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"python" not in cmdline.lower():
+        raise LookupError(pid)
+
+
 def _lock(out):
     """Claim ``out`` for this process: two runs writing one checkpoint would
     corrupt each other's resume. A lock whose process is gone is taken over."""
@@ -122,7 +133,8 @@ def _lock(out):
             try:
                 pid = int(path.read_text() or 0)
                 os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
+                _check_trainer(pid)
+            except (ValueError, ProcessLookupError, FileNotFoundError, LookupError):
                 path.unlink(missing_ok=True)  # stale: its process died
                 continue
             raise RunLocked(f"{out} is being trained by process {pid} (lock {path}); "
