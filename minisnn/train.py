@@ -111,31 +111,32 @@ class RunLocked(RuntimeError):
     pass
 
 
-def _check_trainer(pid):
-    """LookupError if ``pid`` is not running Python (its number reused after
-    the training process died); where /proc is missing, trust the pid."""
+def lock_holder(out):
+    """Pid of the live process training in ``out``, or None when the run
+    directory is free (no lock, or a stale one: its process is gone, or its
+    pid now belongs to a process that is not Python)."""
     try:
+        pid = int((Path(out) / LOCK).read_text() or 0)
+        os.kill(pid, 0)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if b"python" not in cmdline.lower():
-        raise LookupError(pid)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return None
+    except OSError:  # no /proc (not Linux) or no permission: trust the pid
+        return pid
+    return pid if b"python" in cmdline.lower() else None
 
 
 def _lock(out):
     """Claim ``out`` for this process: two runs writing one checkpoint would
-    corrupt each other's resume. A lock whose process is gone is taken over."""
+    corrupt each other's resume. A stale lock (see lock_holder) is taken over."""
     path = out / LOCK
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(path.read_text() or 0)
-                os.kill(pid, 0)
-                _check_trainer(pid)
-            except (ValueError, ProcessLookupError, FileNotFoundError, LookupError):
-                path.unlink(missing_ok=True)  # stale: its process died
+            pid = lock_holder(out)
+            if pid is None:
+                path.unlink(missing_ok=True)
                 continue
             raise RunLocked(f"{out} is being trained by process {pid} (lock {path}); "
                             "wait for it or stop it first") from None

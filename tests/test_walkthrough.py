@@ -1,8 +1,11 @@
 """The whole walkthrough in --quick mode, end to end, on the shared CIFAR-10 archive."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,26 @@ def test_rtl_equals_python_on_a_real_image(walked):
     assert hw["engines"]["snn"]["weight_bits"] < hw["engines"]["bnn"]["weight_bits"]
     assert (out / "06_rom" / "manifest.json").is_file()
     assert "SNN vs BNN" in logs["06"]
+
+
+def test_a_model_another_process_trains_is_waited_for_not_trained_twice(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "walkthrough"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    args = common.parser("test", ("fp",)).parse_args(["--quick", "--out", str(tmp_path)])
+    run_dir = common.model_dir(args, "fp")
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.lock").write_text(str(os.getpid()))  # a live Python process holds it
+
+    def other_driver_finishes():
+        time.sleep(1.0)
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"final_test_acc": 0.5, "epoch": [1, 2], "total_seconds": 60.0}))
+
+    threading.Thread(target=other_driver_finishes).start()
+    common.train_models(args, ["fp"])
+    out = capsys.readouterr().out
+    assert f"being trained by process {os.getpid()}" in out and "done elsewhere" in out
+    assert not (run_dir / "train.log").exists()  # no child was started

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from minisnn.train import lock_holder
+
 # One recipe for every row (the README's results section explains the choices).
 RECIPE = {"optimizer": "adam", "lr": "2e-3", "weight-decay": "0.05", "schedule": "cosine",
           "warmup-epochs": "1", "batch-size": "128", "act-grad": "approxsign",
@@ -108,8 +110,10 @@ def train_models(args, names, status_every=60.0):
     """Train (or resume) ``names`` and their dependencies, ``args.jobs`` at a time.
 
     Each child runs on one thread (two single-threaded runs use two cores
-    better than one run on both). Prints each model's latest progress line
-    every ``status_every`` seconds and fails naming the model and its log.
+    better than one run on both). A model another process is training (its
+    run directory locked) is waited for, not trained twice. Prints each
+    model's latest progress line every ``status_every`` seconds and fails
+    naming the model and its log.
     """
     todo = []
     for name in names:
@@ -120,7 +124,7 @@ def train_models(args, names, status_every=60.0):
         if finished(args, name):
             print(f"{name}: reusing {model_dir(args, name)}", flush=True)
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    running, last_status = {}, time.monotonic()
+    running, waiting, last_status = {}, set(), time.monotonic()
     while todo or running:
         for name, (proc, log, fh) in list(running.items()):
             if proc.poll() is None:
@@ -134,7 +138,18 @@ def train_models(args, names, status_every=60.0):
                 raise SystemExit(f"training {name} failed (exit {proc.returncode}); its log: {log}\n"
                                  f"{_last_line(log)}")
             print(f"{name}: done, {_summary(args, name)}", flush=True)
-        ready = [n for n in todo if DEPENDS.get(n) not in todo and DEPENDS.get(n) not in running]
+        for name in [n for n in todo if finished(args, n)]:  # trained by another process
+            todo.remove(name)
+            print(f"{name}: done elsewhere, {_summary(args, name)}", flush=True)
+        ready = []
+        for name in todo:
+            holder = lock_holder(model_dir(args, name))
+            if holder is not None:  # another driver trains it: wait for its metrics
+                if name not in waiting:
+                    print(f"{name}: being trained by process {holder}; waiting for it", flush=True)
+                waiting.add(name)
+            elif DEPENDS.get(name) not in todo and DEPENDS.get(name) not in running:
+                ready.append(name)
         while ready and len(running) < max(args.jobs, 1):
             name = ready.pop(0)
             todo.remove(name)
