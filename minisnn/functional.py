@@ -304,7 +304,9 @@ def conv2d_backward(dout, cache, need_dx=True):
     return dx, dw
 
 
-@njit(parallel=True, cache=True)
+# fastmath 'reassoc' only: lets LLVM vectorize the float64 sums (a strict
+# left-to-right sum is one dependent add at a time, 2.5x slower at 16 channels)
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
 def batch_stats(x):
     """Per-channel mean and biased variance of (N, C, H, W), two-pass in float64."""
     n_img, c_in, h, w = x.shape
@@ -346,7 +348,7 @@ def channel_affine(x, scale, shift, out):
                 out[n, c, y, z] = x[n, c, y, z] * a + b
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)  # vectorized sums, as batch_stats
 def bn_backward_sums(dout, x, mean, inv_std):
     """Per channel: sum(dout) and sum(dout * xhat), xhat recomputed from x."""
     n_img, c_in, h, w = x.shape

@@ -41,7 +41,9 @@ def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act):
     batches = D.BatchIterator(d["x_train"], d["y_train"], 48, shuffle=True, seed=0, drop_last=True)
     hooks = train.update_hooks(model)
     epoch_losses = []
-    for epoch in range(5):
+    # binary activations learn slowly from scratch: 40 steps put their loss
+    # 11-13% down, 25 steps only 7% (too close to the bound to be stable)
+    for epoch in range(8 if act == "binary" else 5):
         losses = [train.train_step(model, opt, x, y, hooks)[0] for x, y in batches.epoch(epoch)]
         epoch_losses.append(np.mean(losses))
     assert np.all(np.isfinite(epoch_losses))
