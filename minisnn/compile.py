@@ -93,23 +93,6 @@ def bn_affine(bn):
     return ChannelAffine(scale.astype(np.float32), shift.astype(np.float32))
 
 
-# The alpha scaling below fuses QuantConv2d's int -> float32 cast and
-# ``out *= alpha`` into one pass; without fastmath it rounds exactly as numpy
-# does, so the results are the same bits (the compiled-vs-float tests check it).
-
-@njit(parallel=True, cache=True)
-def _scaled_sums(sums, alpha):
-    """float32(sums) * alpha[o]: QuantConv2d's ``out *= alpha`` on the exact sums."""
-    n, c, h, w = sums.shape
-    planes = sums.reshape(n * c, h * w)
-    out = np.empty((n * c, h * w), dtype=np.float32)
-    for t in prange(n * c):
-        a = alpha[t % c]
-        for p in range(h * w):
-            out[t, p] = np.float32(planes[t, p]) * a
-    return out.reshape(n, c, h, w)
-
-
 # ------------------------------------------------------------------ thresholds
 
 def sign_thresholds(alpha, bn, c_in):
@@ -243,10 +226,6 @@ class CompiledConv:
                                                layer.stride)
         return popcount.snn_conv3x3_codes(sign_patch_codes(x, layer.stride), self.masks,
                                           layer.codebook, layer.idx)
-
-    def forward(self, x):
-        """bn(alpha * conv(sign(x), B)) in float32, as QuantConv2d + BatchNorm2d."""
-        return self.bn(_scaled_sums(self.sums(x), self.alpha))
 
     def residual_forward(self, x, stride, pad_lo):
         """hardtanh(forward(x) + shortcut(x)) in one pass (see _residual_hardtanh)."""
