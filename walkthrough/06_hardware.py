@@ -12,14 +12,14 @@ SNN wins: the default layer is 64->64, wider than the 32-kernel codebook,
 so the SNN needs half the Dot9s and about 1.8x less weight memory.
 """
 
+import numpy as np
+
 import common
 from minisnn import data as D
 from minisnn import export, rtlsim
 from minisnn.checkpoint import load_model
 from minisnn.compile import capture
 from minisnn.quant import sign, weight_scale
-
-import numpy as np
 
 NAME = "snn5_1a"
 
