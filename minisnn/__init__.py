@@ -2,6 +2,7 @@
 
 import ctypes
 import os
+import sys
 
 # numba's parallel kernels run on OpenMP, whose idle workers otherwise spin
 # and starve the BLAS threads that run between them on a 2-core machine;
@@ -37,5 +38,28 @@ def _keep_freed_memory():
 
 
 _keep_freed_memory()
+
+
+def _prefer_512bit_vectors():
+    """Let numba's LLVM vectorize with 512-bit registers on AVX-512 CPUs.
+
+    LLVM's tuning for Intel server cores caps auto-vectorized loops at 256
+    bits ('prefer-256-bit'); the direct conv kernels are FMA- and load-bound
+    and run up to 1.2x faster with 512-bit vectors. Only effective before
+    numba is imported, and a user's NUMBA_CPU_NAME / NUMBA_CPU_FEATURES win.
+    """
+    if ("numba" in sys.modules or "NUMBA_CPU_FEATURES" in os.environ
+            or "NUMBA_CPU_NAME" in os.environ):
+        return
+    try:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features()
+    except (ImportError, RuntimeError):
+        return
+    if features.get("avx512f"):
+        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
+
+
+_prefer_512bit_vectors()
 
 __version__ = "0.1.0"

