@@ -414,6 +414,17 @@ def bn_backward_dx(dout, x, mean, inv_std, gamma, dbeta, dgamma, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
+def _relu_flat(x, out):
+    for i in prange(x.size):
+        out[i] = max(x[i], 0)
+
+
+def relu(x):
+    """max(x, 0) on all cores (numpy's maximum runs on one)."""
+    return _elementwise(_relu_flat, x)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
 def _relu_backward_flat(dout, out, dx):
     for i in prange(dout.size):
         dx[i] = dout[i] if out[i] > 0 else 0
