@@ -375,19 +375,6 @@ def channel_affine(x, scale, shift, out):
                 out[n, c, y, z] = x[n, c, y, z] * a + b
 
 
-@njit(parallel=True, cache=True)
-def channel_scale(x, scale, out):
-    """out[:, c] = x[:, c] * scale[c] on all cores (out may be x)."""
-    n_img, c_in, h, w = x.shape
-    for t in prange(n_img * c_in):
-        n = t // c_in
-        c = t % c_in
-        a = scale[c]
-        for y in range(h):
-            for z in range(w):
-                out[n, c, y, z] = x[n, c, y, z] * a
-
-
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)  # vectorized sums, as batch_stats
 def bn_backward_sums(dout, x, mean, inv_std):
     """Per channel: sum(dout) and sum(dout * xhat), xhat recomputed from x."""

@@ -79,7 +79,8 @@ class QuantConv2d(Module):
         out, conv_cache = F.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
                                            self.padding)
         alpha = alpha.astype(x.dtype)
-        F.channel_scale(out, alpha, out)  # numpy's broadcast multiply runs on one core
+        # numpy's broadcast multiply runs on one core; a zero shift adds nothing
+        F.channel_affine(out, alpha, np.zeros_like(alpha), out)
         self.cache = (conv_cache, alpha)
         return out
 
@@ -87,7 +88,7 @@ class QuantConv2d(Module):
         conv_cache, alpha = self.cache
         self.cache = None
         scaled = np.empty_like(dout)
-        F.channel_scale(dout, alpha, scaled)
+        F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
         dx, dB = F.conv2d_backward(scaled, conv_cache)
         self.binary_weight_backward(dB)
         if self.input_sign is not None:
