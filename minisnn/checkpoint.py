@@ -166,6 +166,30 @@ def restore_module(module, arrays, path, prefix="model."):
     module.load_state_dict(state, source=str(path))
 
 
+def init_module_from(module, arrays, path, prefix="model."):
+    """Initialise ``module`` from another model's arrays: every parameter or
+    buffer whose name ``prefix + <state name>`` is in ``arrays`` is copied, the
+    rest keep their values. Used to start a binary or sub-bit model from a
+    trained full-precision one (its conv weights become the latent weights).
+
+    Returns the state names kept. Refuses, changing nothing, a shared name
+    with another shape and a source that shares no name at all.
+    """
+    state = module.state_dict()
+    shared = [name for name in state if prefix + name in arrays]
+    if not shared:
+        raise ValueError(f"{path}: no array matches the model's parameters "
+                         f"(expected names like {prefix + next(iter(state))!r})")
+    for name in shared:
+        value = np.asarray(arrays[prefix + name])
+        if value.shape != state[name].shape:
+            raise ValueError(f"{path}: array {prefix + name!r} has shape {value.shape}, "
+                             f"expected {state[name].shape}")
+        state[name] = value
+    module.load_state_dict(state, source=str(path))
+    return [name for name in state if name not in shared]
+
+
 def load_model(path):
     """The model a training checkpoint holds, rebuilt and restored, in eval mode."""
     arrays, config = load_checkpoint(path)

@@ -173,6 +173,12 @@ def _run(args, out):
     total_steps = steps_per_epoch * args.epochs
 
     model = build_model(config)
+    if args.weights_from and not (args.resume and path.exists()):
+        arrays, _ = ckpt.load_checkpoint(args.weights_from)
+        kept = ckpt.init_module_from(model, arrays, args.weights_from)
+        print(f"weights from {args.weights_from}; {len(kept)} arrays keep their fresh "
+              f"initialisation" + (f" ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})"
+                                   if kept else ""), flush=True)
     if args.init_from:
         from .subbit import init_codebooks_from
         arrays, _ = ckpt.load_checkpoint(args.init_from)
@@ -274,6 +280,10 @@ def build_parser():
                    help="sub-bit codebook initialisation ('frequent' needs --init-from)")
     m.add_argument("--init-from", metavar="CKPT", default=None,
                    help="BNN checkpoint whose most frequent kernels initialise the codebooks")
+    m.add_argument("--weights-from", metavar="CKPT", default=None,
+                   help="start from a trained checkpoint: every array with the same name and "
+                   "shape is copied (a full-precision run's conv weights become the latent "
+                   "weights of a binary or sub-bit model), the rest keep their initialisation")
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, default=10)
     o.add_argument("--batch-size", type=int, default=128)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from minisnn import checkpoint
-from minisnn.checkpoint import check_config, load_checkpoint, restore_module, save_checkpoint
+from minisnn.checkpoint import (check_config, init_module_from, load_checkpoint, restore_module,
+                                save_checkpoint)
 from minisnn.nn import Module, Parameter
 
 
@@ -219,3 +220,26 @@ def test_restore_module_misshapen_array(tmp_path):
     arrays["model.weight"] = np.zeros((4, 3, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"m\.npz.*'weight'.*\(4, 3, 1, 1\).*\(4, 3, 3, 3\)"):
         restore_module(module, arrays, tmp_path / "m.npz")
+
+
+def test_init_module_from_copies_shared_arrays_and_keeps_the_rest(tmp_path):
+    src, dst = Tiny(np.random.default_rng(0)), Tiny(np.random.default_rng(1))
+    fresh_bias = dst.bias.data.copy()
+    arrays = {"model.weight": src.weight.data, "model.count": np.arange(4),
+              "model.other": np.ones(2), "optim.weight.momentum": np.ones((4, 3, 3, 3))}
+    kept = init_module_from(dst, arrays, tmp_path / "m.npz")
+    assert kept == ["bias"]
+    assert np.array_equal(dst.weight.data, src.weight.data)
+    assert np.array_equal(dst.count, np.arange(4))
+    assert np.array_equal(dst.bias.data, fresh_bias)
+
+
+def test_init_module_from_refuses_misshapen_or_unrelated_arrays(tmp_path):
+    module = Tiny(np.random.default_rng(0))
+    before = module.weight.data.copy()
+    with pytest.raises(ValueError, match=r"m\.npz.*'model\.weight'.*\(4, 3, 1, 1\).*\(4, 3, 3, 3\)"):
+        init_module_from(module, {"model.weight": np.zeros((4, 3, 1, 1), np.float32)},
+                         tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"m\.npz.*no array matches"):
+        init_module_from(module, {"model.other": np.zeros(3)}, tmp_path / "m.npz")
+    assert np.array_equal(module.weight.data, before)  # a refused source changes nothing

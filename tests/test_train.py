@@ -90,6 +90,22 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_weights_from_starts_a_binary_model_at_the_full_precision_weights(real_npz, tmp_path, capsys):
+    assert train.main(_args(tmp_path / "fp", real_npz, "--epochs", "1", "--test-subset", "40")) == 0
+    fp, _ = ckpt.load_checkpoint(tmp_path / "fp" / "checkpoint.npz")
+    # lr 0: the weights stay where --weights-from put them, so the checkpoint shows the start
+    assert train.main(_args(tmp_path / "snn", real_npz, "--quant", "snn", "--epochs", "1",
+                            "--test-subset", "40", "--lr", "0",
+                            "--weights-from", str(tmp_path / "fp" / "checkpoint.npz"))) == 0
+    assert "arrays keep their fresh initialisation (layer1.0.conv1.codebook" in capsys.readouterr().out
+    snn, config = ckpt.load_checkpoint(tmp_path / "snn" / "checkpoint.npz")
+    assert config["train"]["weights_from"] == str(tmp_path / "fp" / "checkpoint.npz")
+    weights = [k for k in fp if k.startswith("model.") and k.endswith(".weight")]
+    assert "model.layer3.2.conv2.weight" in weights and "model.fc.weight" in weights
+    for k in weights:
+        assert np.array_equal(snn[k], fp[k]), k
+
+
 def test_resume_after_stop_matches_uninterrupted_run(real_npz, tmp_path):
     extra = ("--quant", "bnn", "--act", "binary", "--bn-recalibrate", "64")
     assert train.main(_args(tmp_path / "full", real_npz, *extra)) == 0
