@@ -131,18 +131,26 @@ def load_checkpoint(path):
     return arrays, config
 
 
-def check_config(found, expected, path, keys=None):
+def check_config(found, expected, path, keys=None, defaults=None):
     """Raise ValueError if ``found[key] != expected[key]`` for any of ``keys``.
 
     ``keys`` defaults to every key of ``expected``. Expected values go through
     the same JSON round trip as saved ones, so a tuple matches the list it
-    was stored as.
+    was stored as. A key absent from ``found`` but present in ``defaults``
+    reads as that default: the checkpoint predates the option.
     """
+    defaults = {} if defaults is None else defaults
     for key in expected if keys is None else keys:
         if key not in expected:
             raise ValueError(f"{path}: check_config asked for key {key!r}, "
                              "which the expected config lacks")
         want = json.loads(json.dumps(expected[key], default=_json_default))
+        if key not in found and key in defaults:
+            if defaults[key] != want:
+                raise ValueError(f"{path}: config has no key {key!r} (written before the option "
+                                 f"existed, so it had the default {defaults[key]!r}), "
+                                 f"expected {want!r}")
+            continue
         if key not in found:
             raise ValueError(f"{path}: config has no key {key!r}, expected {want!r}")
         if found[key] != want:

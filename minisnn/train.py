@@ -191,7 +191,8 @@ def _run(args, out):
     start_epoch = 0
     if args.resume and path.exists():
         arrays, saved = ckpt.load_checkpoint(path)
-        ckpt.check_config(saved["train"], train_cfg, path)
+        ckpt.check_config(saved["train"], train_cfg, path,
+                          defaults=vars(build_parser().parse_args([])))
         ckpt.restore_module(model, arrays, path)
         optimizer.load_state_dict({k[len("optim."):]: v for k, v in arrays.items()
                                    if k.startswith("optim.")}, source=str(path))

@@ -195,6 +195,14 @@ def test_check_config(tmp_path):
         check_config(found, {"tau": 6}, path, keys=["arch"])
 
 
+def test_check_config_reads_an_absent_key_as_its_default(tmp_path):
+    # a checkpoint written before an option existed was trained with its default
+    path = tmp_path / "old.npz"
+    check_config({"tau": 6}, {"tau": 6, "init": None}, path, defaults={"init": None})
+    with pytest.raises(ValueError, match=r"old\.npz.*no key 'init'.*default None.*expected 'w\.npz'"):
+        check_config({"tau": 6}, {"tau": 6, "init": "w.npz"}, path, defaults={"init": None})
+
+
 def test_restore_module_round_trip(tmp_path):
     src, dst = Tiny(np.random.default_rng(0)), Tiny(np.random.default_rng(1))
     src.count[:] = [1, 2, 3, 4]

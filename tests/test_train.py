@@ -127,6 +127,19 @@ def test_resume_refuses_a_changed_recipe(real_npz, tmp_path, capsys):
     assert "lr" in err and "0.05" in err and "0.2" in err
 
 
+def test_resume_accepts_a_checkpoint_older_than_an_option(real_npz, tmp_path, capsys):
+    # a checkpoint written before --weights-from existed resumes at the option's default
+    assert train.main(_args(tmp_path / "old", real_npz, "--stop-after", "1")) == 0
+    path = tmp_path / "old" / "checkpoint.npz"
+    arrays, config = ckpt.load_checkpoint(path)
+    del config["train"]["weights_from"]
+    ckpt.save_checkpoint(path, arrays, config)
+    assert train.main(_args(tmp_path / "old", real_npz, "--resume", "--weights-from", "x")) == 2
+    assert "no key 'weights_from'" in capsys.readouterr().err
+    assert train.main(_args(tmp_path / "old", real_npz, "--resume")) == 0
+    assert f"resuming {path} after epoch 1" in capsys.readouterr().out
+
+
 def test_killed_run_resumes_exactly(real_npz, tmp_path):
     """SIGKILL during epoch 2: the epoch-1 checkpoint is intact and --resume
     reaches the same final weights as an uninterrupted run."""
