@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from minisnn.checkpoint import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = sorted((ROOT / "walkthrough").glob("0*.py"))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,6 +42,13 @@ def test_every_model_is_trained_once_and_tabled(walked):
     for name in names:
         metrics = json.loads((out / "models" / name / "metrics.json").read_text())
         assert metrics["epoch"] == [1, 2], name
+    # binary and sub-bit rows start from the trained full-precision weights
+    for name in names:
+        _, config = load_checkpoint(out / "models" / name / "checkpoint.npz")
+        want = None if name == "fp" else str(out / "models" / "fp" / "checkpoint.npz")
+        assert config["train"]["weights_from"] == want, name
+        want = str(out / "models" / "bnn_32a" / "checkpoint.npz") if "frequent" in name else None
+        assert config["train"]["init_from"] == want, name
     # step 5 needed models that step 1 and 3 had trained: nothing was trained twice
     assert "reusing" in logs["05"] and "minisnn.train" not in logs["05"]
 
@@ -48,6 +57,12 @@ def test_table_rows_are_consistent(walked):
     out, _ = walked
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["fp"]["bits_per_weight"] == 32 and rows["fp"]["dot9_ops"] is None
+    # the epochs of the models a row starts from are counted beside its own
+    assert rows["fp"]["starts_from"] == {} and rows["fp"]["prior_epochs"] == 0
+    assert rows["bnn_1a"]["starts_from"] == {"weights-from": "fp"}
+    assert rows["bnn_1a"]["prior_epochs"] == rows["fp"]["epochs"]
+    assert rows["snn5_32a_frequent"]["starts_from"] == {"weights-from": "fp", "init-from": "bnn_32a"}
+    assert rows["snn5_32a_frequent"]["prior_epochs"] == rows["fp"]["epochs"] + rows["bnn_32a"]["epochs"]
     for name in ("bnn_32a", "bnn_1a"):
         assert rows[name]["bits_per_weight"] == 1 and rows[name]["compression_vs_bnn"] == 1
     for tau in (4, 5, 6):

@@ -28,8 +28,11 @@ def row(args, name):
     model = load_model(common.checkpoint(args, name))
     totals = summarize(model)["totals"]
     quant = m["model"]["quant"]
+    prior = common.with_dependencies(name)[:-1]  # models it starts from, trained first
     r = {"name": name, "model": common.MODELS[name][0], "mode": m["mode"],
          "epochs": m["epoch"][-1], "train_minutes": round(m["total_seconds"] / 60, 1),
+         "starts_from": {option.lstrip("-"): dep for option, dep in common.DEPENDS.get(name, [])},
+         "prior_epochs": sum(common.metrics(args, n)["epoch"][-1] for n in prior),
          "test_accuracy": round(100 * m["final_test_acc"], 2),
          "best_epoch_accuracy": round(100 * max(m["test_acc"]), 2)}
     if quant == "fp":
@@ -70,9 +73,11 @@ def targets(rows):
 
 
 def format_table(rows):
-    head = ["model", "epochs", "test acc", "bits/weight", "size (bytes)", "Dot9/image",
-            "compr. vs BNN", "Dot9 red. vs BNN"]
-    body = [[r["model"], str(r["epochs"]), f"{r['test_accuracy']:.2f}%", f"{r['bits_per_weight']:.2f}",
+    head = ["model", "epochs (+ prior stages)", "train min", "test acc", "bits/weight",
+            "size (bytes)", "Dot9/image", "compr. vs BNN", "Dot9 red. vs BNN"]
+    body = [[r["model"], f"{r['epochs']} (+{r['prior_epochs']})" if r["prior_epochs"]
+             else str(r["epochs"]), f"{r['train_minutes']:.1f}", f"{r['test_accuracy']:.2f}%",
+             f"{r['bits_per_weight']:.2f}",
              f"{r['size_bytes']:,}", "-" if r["dot9_ops"] is None else f"{r['dot9_ops']:,}",
              f"{r['compression_vs_bnn']:.2f}x" if "compression_vs_bnn" in r else "-",
              f"{r['dot9_reduction_vs_bnn']:.2f}x" if "dot9_reduction_vs_bnn" in r else "-"]
@@ -84,7 +89,7 @@ def format_table(rows):
 
 def main(argv=None):
     args = common.parser(__doc__).parse_args(argv)
-    names = [n for n in ORDER if common.finished(args, n)]
+    names = [n for n in ORDER if all(common.finished(args, d) for d in common.with_dependencies(n))]
     missing = [n for n in ORDER if n not in names]
     if not names:
         raise SystemExit(f"no trained model under {args.out}/models: run steps 1 and 3 first")

@@ -2,7 +2,8 @@
 
 Every model is trained by ``python -m minisnn.train`` in a child process
 (its log in ``<out>/models/<name>/train.log``), with the same recipe; only
-the mode and the epoch count differ. A model whose ``metrics.json`` exists
+the mode and the epoch count differ, and every binary or sub-bit model
+starts from the trained full-precision model's weights. A model whose ``metrics.json`` exists
 is reused, one with only a checkpoint is resumed, so any script can be
 stopped and started again, and later scripts train what they need when an
 earlier one was not run.
@@ -19,16 +20,17 @@ from pathlib import Path
 from minisnn.train import lock_holder
 
 # One recipe for every row (the README's results section explains the choices).
-RECIPE = {"optimizer": "adam", "lr": "2e-3", "weight-decay": "0.05", "schedule": "cosine",
-          "warmup-epochs": "1", "batch-size": "128", "act-grad": "approxsign",
-          "bn-recalibrate": "5000"}
+# A value of None is a flag without a value.
+RECIPE = {"optimizer": "sgd", "lr": "0.1", "momentum": "0.9", "nesterov": None,
+          "weight-decay": "5e-4", "schedule": "cosine", "warmup-epochs": "1",
+          "batch-size": "128", "act-grad": "approxsign", "bn-recalibrate": "5000"}
 MAIN_EPOCHS, OTHER_EPOCHS = 30, 15
 QUICK = {"epochs": 2, "subset": 1280, "test_subset": 500, "bn_recalibrate": 256}
 
 
 def recipe_args(quick=False):
     recipe = dict(RECIPE, **({"bn-recalibrate": str(QUICK["bn_recalibrate"])} if quick else {}))
-    return [a for k, v in recipe.items() for a in (f"--{k}", v)]
+    return [a for k, v in recipe.items() for a in (f"--{k}",) + (() if v is None else (v,))]
 
 # name -> (label, train.py mode arguments, main row?)
 MODELS = {
@@ -45,8 +47,19 @@ MODELS = {
                           ["--quant", "snn", "--act", "real", "--tau", "5", "--init", "frequent"],
                           False),
 }
-# 'frequent' initialisation takes its codebooks from the trained 1W/32A model
-DEPENDS = {"snn5_32a_frequent": "bnn_32a"}
+# name -> [(train.py option, model whose checkpoint it takes)]: every binary and
+# sub-bit row starts from the trained full-precision weights (two-stage training);
+# 'frequent' initialisation also takes its codebooks from the trained 1W/32A model.
+DEPENDS = {name: [("--weights-from", "fp")] for name in MODELS if name != "fp"}
+DEPENDS["snn5_32a_frequent"].append(("--init-from", "bnn_32a"))
+
+
+def with_dependencies(name):
+    """``name`` after everything it needs trained first, dependencies first."""
+    order = []
+    for _, dep in DEPENDS.get(name, []):
+        order += [n for n in with_dependencies(dep) if n not in order]
+    return order + [name]
 
 
 def parser(description, models=None):
@@ -85,8 +98,8 @@ def train_command(args, name):
         cmd += ["--subset", str(QUICK["subset"]), "--test-subset", str(QUICK["test_subset"])]
     if args.data:
         cmd += ["--data", args.data]
-    if name in DEPENDS:
-        cmd += ["--init-from", str(model_dir(args, DEPENDS[name]) / "checkpoint.npz")]
+    for option, dep in DEPENDS.get(name, []):
+        cmd += [option, str(checkpoint(args, dep))]
     if (model_dir(args, name) / "checkpoint.npz").exists():
         cmd.append("--resume")
     return cmd
@@ -117,9 +130,7 @@ def train_models(args, names, status_every=60.0):
     """
     todo = []
     for name in names:
-        for n in (DEPENDS.get(name), name):
-            if n and n not in todo and not finished(args, n):
-                todo.append(n)
+        todo += [n for n in with_dependencies(name) if n not in todo and not finished(args, n)]
     for name in names:
         if finished(args, name):
             print(f"{name}: reusing {model_dir(args, name)}", flush=True)
@@ -148,7 +159,7 @@ def train_models(args, names, status_every=60.0):
                 if name not in waiting:
                     print(f"{name}: being trained by process {holder}; waiting for it", flush=True)
                 waiting.add(name)
-            elif DEPENDS.get(name) not in todo and DEPENDS.get(name) not in running:
+            elif not any(dep in todo or dep in running for _, dep in DEPENDS.get(name, [])):
                 ready.append(name)
         while ready and len(running) < max(args.jobs, 1):
             name = ready.pop(0)
