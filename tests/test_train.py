@@ -179,6 +179,23 @@ def test_recalibrated_batchnorm_holds_the_average_batch_statistics():
     assert after == before and model.training
 
 
+def test_recalibration_uses_the_statistics_of_augmented_training_images(real_npz, tmp_path):
+    # lr 0: the weights stay at their initialisation, so the statistics can be recomputed
+    assert train.main(_args(tmp_path / "r", real_npz, "--lr", "0", "--bn-recalibrate", "200")) == 0
+    saved = ckpt.load_model(tmp_path / "r" / "checkpoint.npz")
+    x = D.load_cifar10(real_npz, progress=False)["x_train"]
+    stats = {}
+    for kind, images in (("augmented", D.augment(x, np.random.default_rng(7))), ("plain", x)):
+        model = ckpt.load_model(tmp_path / "r" / "checkpoint.npz")
+        train.recalibrate_batchnorm(model, images)
+        stats[kind] = np.concatenate([m.running_mean for _, m in model.named_modules()
+                                      if isinstance(m, train.BatchNorm2d)])
+    found = np.concatenate([m.running_mean for _, m in saved.named_modules()
+                            if isinstance(m, train.BatchNorm2d)])
+    # a different augmentation draw of 200 of the images: close, not equal
+    assert np.abs(found - stats["augmented"]).mean() < 0.5 * np.abs(found - stats["plain"]).mean()
+
+
 def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(real_npz, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
