@@ -3,10 +3,10 @@
 Every model is trained by ``python -m minisnn.train`` in a child process
 (its log in ``<out>/models/<name>/train.log``), with the same recipe; only
 the mode and the epoch count differ, and every binary or sub-bit model
-starts from the trained full-precision model's weights. A model whose ``metrics.json`` exists
-is reused, one with only a checkpoint is resumed, so any script can be
-stopped and started again, and later scripts train what they need when an
-earlier one was not run.
+starts from the trained full-precision model's weights. A model whose
+``metrics.json`` exists is reused, one with only a checkpoint is resumed,
+so any script can be stopped and started again, and later scripts train
+what they need when an earlier one was not run.
 """
 
 import argparse
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minisnn.train import lock_holder
 
-# One recipe for every row (the README's results section explains the choices).
+# One recipe for every row (walkthrough/README.md says how it was chosen).
 # A value of None is a flag without a value.
 RECIPE = {"optimizer": "sgd", "lr": "0.1", "momentum": "0.9", "nesterov": None,
           "weight-decay": "5e-4", "schedule": "cosine", "warmup-epochs": "1",
