@@ -176,13 +176,14 @@ def _run(args, out):
     total_steps = steps_per_epoch * args.epochs
 
     model = build_model(config)
-    if args.weights_from and not (args.resume and path.exists()):
+    resuming = args.resume and path.exists()  # the checkpoint restores every array below
+    if args.weights_from and not resuming:
         arrays, _ = ckpt.load_checkpoint(args.weights_from)
         kept = ckpt.init_module_from(model, arrays, args.weights_from)
         print(f"weights from {args.weights_from}; {len(kept)} arrays keep their fresh "
               f"initialisation" + (f" ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})"
                                    if kept else ""), flush=True)
-    if args.init_from:
+    if args.init_from and not resuming:
         from .subbit import init_codebooks_from
         arrays, _ = ckpt.load_checkpoint(args.init_from)
         init_codebooks_from(model, {k[len("model."):]: v for k, v in arrays.items()
@@ -192,7 +193,7 @@ def _run(args, out):
     metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [],
                "lr": [], "epoch_seconds": [], "images_per_second": []}
     start_epoch = 0
-    if args.resume and path.exists():
+    if resuming:
         arrays, saved = ckpt.load_checkpoint(path)
         ckpt.check_config(saved["train"], train_cfg, path,
                           defaults=vars(build_parser().parse_args([])))

@@ -140,6 +140,15 @@ def test_resume_accepts_a_checkpoint_older_than_an_option(real_npz, tmp_path, ca
     assert f"resuming {path} after epoch 1" in capsys.readouterr().out
 
 
+def test_resume_does_not_need_the_checkpoints_a_run_started_from(real_npz, tmp_path):
+    assert train.main(_args(tmp_path / "bnn", real_npz, "--quant", "bnn", "--epochs", "1")) == 0
+    src = tmp_path / "bnn" / "checkpoint.npz"
+    snn = ("--quant", "snn", "--init", "frequent", "--init-from", str(src), "--weights-from", str(src))
+    assert train.main(_args(tmp_path / "snn", real_npz, *snn, "--stop-after", "1")) == 0
+    src.unlink()  # its arrays are in the snn checkpoint now
+    assert train.main(_args(tmp_path / "snn", real_npz, *snn, "--resume")) == 0
+
+
 def test_killed_run_resumes_exactly(real_npz, tmp_path):
     """SIGKILL during epoch 2: the epoch-1 checkpoint is intact and --resume
     reaches the same final weights as an uninterrupted run."""
