@@ -38,7 +38,7 @@ def test_every_model_is_trained_once_and_tabled(walked):
     names = [r["name"] for r in results["rows"]]
     assert names == ["fp", "bnn_32a", "snn6_32a", "snn5_32a", "snn4_32a", "snn5_32a_norefine",
                      "snn5_32a_frequent", "bnn_1a", "snn5_1a"]
-    assert results["quick"] and "--quick" in results["data"]
+    assert results["quick"] and "--quick" in results["data"] and results["not_trained_yet"] == []
     for name in names:
         metrics = json.loads((out / "models" / name / "metrics.json").read_text())
         assert metrics["epoch"] == [1, 2], name

@@ -104,7 +104,7 @@ def main(argv=None):
     data = (f"--quick: {common.QUICK['subset']} training and {common.QUICK['test_subset']} test "
             "images" if args.quick else DATA_NOTE)
     results = {"data": data, "quick": args.quick, "recipe": " ".join(common.recipe_args(args.quick)),
-               "rows": rows, "targets": checks}
+               "rows": rows, "not_trained_yet": missing, "targets": checks}
     print(f"\nwrote {common.write_json(f'{args.out}/results.json', results)}")
     points = [{"x": r["bits_per_weight"], "y": r["test_accuracy"], "label": r["model"]}
               for r in rows if r["name"] != "fp"]
