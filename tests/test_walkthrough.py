@@ -79,6 +79,48 @@ def test_table_rows_are_consistent(walked):
         assert 0 <= r["test_accuracy"] <= 100
 
 
+def test_earlier_runs_join_the_table_tagged(walked, tmp_path):
+    out, _ = walked
+    table = json.loads((out / "results.json").read_text())
+    # run A: an earlier results folder, now gone, of which only results.json is left
+    earlier = tmp_path / "earlier.json"
+    kept = ("fp", "bnn_32a", "snn5_32a", "bnn_1a", "snn5_1a")
+    earlier.write_text(json.dumps(dict(table, rows=[r for r in table["rows"] if r["name"] in kept])))
+    # run B: this folder, holding other models (the same checkpoints, linked)
+    later = tmp_path / "later"
+    (later / "models").mkdir(parents=True)
+    for name in ("fp", "bnn_32a", "snn6_32a", "snn5_32a_norefine"):
+        (later / "models" / name).symlink_to(out / "models" / name)
+    log = _run(ROOT / "walkthrough" / "04_compare.py", later, "--include", str(earlier))
+    merged = json.loads((later / "results.json").read_text())
+    assert [(r["name"], r["run"]) for r in merged["rows"]] == [
+        ("fp", "A"), ("fp", "B"), ("bnn_32a", "A"), ("bnn_32a", "B"), ("snn6_32a", "B"),
+        ("snn5_32a", "A"), ("snn5_32a_norefine", "B"), ("bnn_1a", "A"), ("snn5_1a", "A")]
+    assert merged["not_trained_yet"] == ["snn4_32a", "snn5_32a_frequent"]
+    assert merged["runs"] == [
+        {"run": "A", "source": str(earlier), "rows": list(kept)},
+        {"run": "B", "source": str(later), "rows": ["fp", "bnn_32a", "snn6_32a", "snn5_32a_norefine"]}]
+    checks = {}
+    for c in merged["targets"]:
+        checks.setdefault(c["target"], []).append(c)
+    # checked in every run that has the rows, else across runs, naming each row's run
+    assert [c["runs"] for c in checks["1W/32A >= 85%"]] == [{"bnn_32a": "A"}, {"bnn_32a": "B"}]
+    assert [c["runs"] for c in checks["tau=6 W/32A within 1.5 of 1W/32A"]] == [
+        {"bnn_32a": "B", "snn6_32a": "B"}]
+    [refine] = checks["refinement beats no refinement at tau=5"]
+    assert refine["runs"] == {"snn5_32a": "A", "snn5_32a_norefine": "B"}
+    acc = {(r["name"], r["run"]): r["test_accuracy"] for r in merged["rows"]}
+    assert refine["value"] == round(acc["snn5_32a", "A"] - acc["snn5_32a_norefine", "B"], 2)
+    assert "| run | model |" in log and "across runs" in log
+    # rows of another recipe do not compare: refused, naming the file
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(table, recipe="--optimizer adam")))
+    proc = subprocess.run([sys.executable, str(ROOT / "walkthrough" / "04_compare.py"), "--quick",
+                           "--out", str(later), "--include", str(other)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and str(other) in proc.stderr and "recipe" in proc.stderr
+
+
 def test_figures_exist(walked):
     out, _ = walked
     for name in ("01_baselines_accuracy", "02_bnn_32a_kernels", "02_bnn_1a_kernels",
