@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minisnn.checkpoint import load_checkpoint
@@ -49,6 +50,12 @@ def test_every_model_is_trained_once_and_tabled(walked):
         assert config["train"]["weights_from"] == want, name
         want = str(out / "models" / "bnn_32a" / "checkpoint.npz") if "frequent" in name else None
         assert config["train"]["init_from"] == want, name
+    # refinement ran (quick mode shortens its period): it moved the codebooks' real
+    # parameters P off their start, all of one magnitude, which the ablation kept
+    for name, moved in (("snn5_32a", True), ("snn5_32a_norefine", False)):
+        arrays, _ = load_checkpoint(out / "models" / name / "checkpoint.npz")
+        p = [v for k, v in arrays.items() if k.endswith("codebook.weight")]
+        assert len(p) == 18 and any(len(np.unique(np.abs(a))) > 1 for a in p) == moved, name
     # step 5 needed models that step 1 and 3 had trained: nothing was trained twice
     assert "reusing" in logs["05"] and "minisnn.train" not in logs["05"]
 
