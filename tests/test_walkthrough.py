@@ -128,17 +128,35 @@ def test_earlier_runs_join_the_table_tagged(walked, tmp_path):
     assert proc.returncode != 0 and str(other) in proc.stderr and "recipe" in proc.stderr
 
 
+SUBBIT = ("snn6_32a", "snn5_32a", "snn4_32a", "snn5_1a", "snn5_32a_norefine", "snn5_32a_frequent")
+
+
 def test_figures_exist(walked):
     out, _ = walked
     for name in ("01_baselines_accuracy", "02_bnn_32a_kernels", "02_bnn_1a_kernels",
-                 "03_subbit_accuracy", "03_snn5_32a_kernels", "03_snn5_1a_kernels",
+                 "03_subbit_accuracy", *(f"03_{n}_kernels" for n in SUBBIT),
                  "04_accuracy_vs_bits"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG, name
     coverage = json.loads((out / "02_coverage.json").read_text())
+    assert set(coverage) == {"bnn_32a", "bnn_1a"}
     for layers in coverage.values():
         for layer in layers.values():
             cov = [layer["coverage"][t] for t in ("4", "5", "6")]
             assert 0 < cov[0] <= cov[1] <= cov[2] <= 1
+
+
+def test_subbit_layers_use_only_their_codebook_and_reruns_keep_other_records(walked):
+    out, _ = walked
+    # a rerun of step 3 for one model redraws it and keeps the other models' records
+    _run(ROOT / "walkthrough" / "03_train_subbit.py", out, "--only", "snn4_32a")
+    coverage = json.loads((out / "03_coverage.json").read_text())
+    assert set(coverage) == set(SUBBIT)
+    for name, layers in coverage.items():
+        tau = int(name[3])
+        assert len(layers) == 18, name
+        for layer, s in layers.items():
+            assert len(s["codebook"]) == 1 << tau and s["distinct"] <= 1 << tau, (name, layer)
+            assert s["coverage"][str(tau)] == 1.0, (name, layer)
 
 
 def test_integer_engine_agrees(walked):

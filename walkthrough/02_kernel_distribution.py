@@ -8,6 +8,9 @@ each layer sits in its 2^tau most frequent kernels: the part a perfect
 ('frequent') codebook keeps unchanged.
 """
 
+import json
+from pathlib import Path
+
 import common
 from minisnn import kernels
 from minisnn.summary import load_model
@@ -16,8 +19,13 @@ NAMES = ("bnn_32a", "bnn_1a")
 
 
 def kernel_figures(args, names, prefix):
-    """Figure and coverage per model; returns {name: coverage record}."""
-    records = {}
+    """A figure per model, and its coverage records added to <prefix>_coverage.json.
+
+    Records of models not in ``names`` stay in the file: steps run with
+    different --only lists add to one table instead of overwriting it.
+    """
+    path = Path(args.out) / f"{prefix}_coverage.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
     for name in names:
         stats = kernels.layer_statistics(load_model(common.checkpoint(args, name)))
         label = common.MODELS[name][0]
@@ -28,14 +36,13 @@ def kernel_figures(args, names, prefix):
         records[name] = {layer: {"kernels": s["kernels"], "distinct": s["distinct"],
                                  "coverage": {str(t): c for t, c in s["coverage"].items()},
                                  "codebook": s["codebook"]} for layer, s in stats.items()}
-    return records
+    print(f"wrote {common.write_json(path, records)}")
 
 
 def main(argv=None):
     args = common.parser(__doc__, NAMES).parse_args(argv)
     common.train_models(args, args.only)
-    records = kernel_figures(args, args.only, "02")
-    print(f"wrote {common.write_json(f'{args.out}/02_coverage.json', records)}")
+    kernel_figures(args, args.only, "02")
 
 
 if __name__ == "__main__":
