@@ -8,7 +8,8 @@ Naming conventions: model arrays are ``model.<name>`` (from
 ``Module.state_dict()``), optimizer state is ``optim.<name>``; everything
 else (epoch, metrics, ``rng.bit_generator.state``) goes into the config.
 
-Writes are atomic: the file is written to a temporary name in the same
+Writes are atomic (checkpoints and the JSON files beside them, via
+:func:`write_json`): the file is written to a temporary name in the same
 directory, flushed and fsynced, then ``os.replace``-d over the target, so a
 crash leaves either the old checkpoint or the new one, never half a file.
 """
@@ -61,11 +62,30 @@ def save_checkpoint(path, arrays, config):
         raise ValueError(f"{path}: config is not JSON serialisable: {exc}") from None
     checked[CONFIG_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
+    return _write_atomically(path, lambda f: _write_npz(f, checked))
+
+
+def write_json(path, value):
+    """Write ``value`` as indented JSON to ``path``, atomically like a checkpoint.
+
+    Whoever polls for the file (a driver waiting for ``metrics.json``) sees it
+    complete or not at all. Numpy scalars become numbers; anything else JSON
+    cannot hold is refused with a ValueError naming the file, and nothing is written.
+    """
+    path = pathlib.Path(path)
+    try:
+        text = json.dumps(value, default=_json_default, indent=2) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not JSON serialisable: {exc}") from None
+    return _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _write_atomically(path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_npz(f, checked)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -14,13 +14,12 @@ directory's name where two checkpoints share a stem.
 """
 
 import argparse
-import json
 import pathlib
 import tempfile
 
 import numpy as np
 
-from .checkpoint import load_model
+from .checkpoint import load_model, write_json
 from .quant import QuantConv2d
 from .subbit import NUM_KERNELS, SubBitConv2d, binary_kernel_codes
 
@@ -131,7 +130,7 @@ def main(argv=None):
                                  "coverage": {str(t): c for t, c in s["coverage"].items()},
                                  "codebook": s["codebook"]} for n, s in stats.items()}}
         json_path = out / f"{stem}_coverage.json"
-        json_path.write_text(json.dumps(record, indent=2))
+        write_json(json_path, record)
         results[stem] = record
         print(f"{ckpt}: share of each layer's kernels in its 2^tau most frequent")
         print(format_coverage(stats, args.taus))

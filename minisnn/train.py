@@ -8,7 +8,6 @@ same weights as an uninterrupted one.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -260,7 +259,7 @@ def _run(args, out):
     summary = dict(metrics, mode=name, model=config, train=train_cfg,
                    final_test_acc=metrics["test_acc"][-1] if metrics["test_acc"] else None,
                    total_seconds=float(sum(metrics["epoch_seconds"])))
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ckpt.write_json(out / "metrics.json", summary)  # atomic: drivers poll for it
     if metrics["epoch"]:
         training_curves({k: metrics[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")},
                         out / "curves.png")

@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -95,6 +96,34 @@ def test_crash_during_write_keeps_old_checkpoint(tmp_path, monkeypatch, target):
     assert listing(tmp_path) == ["a.npz"]
     arrays, config = load_checkpoint(path)
     assert config == {"epoch": 1} and np.array_equal(arrays["x"], np.arange(3))
+
+
+def test_write_json_round_trip_with_numpy_scalars(tmp_path):
+    path = checkpoint.write_json(tmp_path / "sub" / "m.json", {"acc": np.float32(0.5), "n": [1, 2]})
+    assert json.loads(path.read_text()) == {"acc": 0.5, "n": [1, 2]}
+    assert path.read_text().endswith("\n") and listing(tmp_path / "sub") == ["m.json"]
+
+
+@pytest.mark.parametrize("target", ["write", "replace"])
+def test_write_json_crash_keeps_old_file(tmp_path, monkeypatch, target):
+    # A reader polling for metrics.json must never see an empty or half file.
+    path = checkpoint.write_json(tmp_path / "m.json", {"epoch": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(checkpoint.os, "fsync" if target == "write" else "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        checkpoint.write_json(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert listing(tmp_path) == ["m.json"]
+
+
+def test_write_json_refuses_what_json_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match=r"m\.json.*not JSON serialisable"):
+        checkpoint.write_json(tmp_path / "m.json", {"bad": object()})
+    assert listing(tmp_path) == []
 
 
 def test_refused_inputs_leave_no_file(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisnn.checkpoint import load_checkpoint
+from minisnn.checkpoint import load_checkpoint, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = sorted((ROOT / "walkthrough").glob("0*.py"))
@@ -193,8 +193,9 @@ def test_a_model_another_process_trains_is_waited_for_not_trained_twice(tmp_path
 
     def other_driver_finishes():
         time.sleep(1.0)
-        (run_dir / "metrics.json").write_text(json.dumps(
-            {"final_test_acc": 0.5, "epoch": [1, 2], "total_seconds": 60.0}))
+        # as minisnn.train writes it: atomically, so the waiter never reads half a file
+        write_json(run_dir / "metrics.json",
+                   {"final_test_acc": 0.5, "epoch": [1, 2], "total_seconds": 60.0})
 
     threading.Thread(target=other_driver_finishes).start()
     common.train_models(args, ["fp"])

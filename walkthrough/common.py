@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from minisnn.checkpoint import write_json  # noqa: F401  (the scripts write results with it)
 from minisnn.train import lock_holder
 
 # One recipe for every row (walkthrough/README.md says how it was chosen).
@@ -196,10 +197,3 @@ def checkpoint(args, name):
     return model_dir(args, name) / "checkpoint.npz"
 
 
-def write_json(path, value):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
