@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 
 from .checkpoint import load_model, write_json
+from .models import build_model
 from .quant import QuantConv2d
 from .subbit import NUM_KERNELS, SubBitConv2d, binary_kernel_codes
 
@@ -45,18 +46,35 @@ def coverage(counts, tau):
     return float(np.sort(counts)[::-1][:1 << tau].sum() / total)
 
 
+def _initial_codebooks(model):
+    """Layer name -> codes its codebook started from, rebuilt from the model's
+    config and seed; {} unless the codebooks were drawn at random (a 'frequent'
+    codebook came from a BNN the config does not name)."""
+    config = getattr(model, "config", None)
+    if not config or config.get("quant") != "snn" or \
+            config.get("snn_options", {}).get("init", "random") != "random":
+        return {}
+    return {name: mod.codebook.codes for name, mod in build_model(config).named_modules()
+            if isinstance(mod, SubBitConv2d)}
+
+
 def layer_statistics(model, taus=DEFAULT_TAUS):
-    """Per binary 3x3 layer: counts, coverage for each tau and the SNN codebook."""
+    """Per binary 3x3 layer: counts, coverage for each tau, the SNN codebook and
+    ``codebook_new``, how many of its kernels were not in the initial random
+    sample (what refinement changed; None for BNNs and 'frequent' codebooks)."""
     stats = {}
+    initial = _initial_codebooks(model)
     for name, mod in model.named_modules():
         if not isinstance(mod, QuantConv2d):
             continue
         counts = kernel_histogram(binary_kernel_codes(mod))
         codebook = (mod.codebook.codes.astype(int).tolist() if isinstance(mod, SubBitConv2d)
                     else None)
+        new = len(set(codebook) - set(initial[name].tolist())) if name in initial else None
         stats[name] = {"counts": counts, "kernels": int(counts.sum()),
                        "distinct": int(np.count_nonzero(counts)),
-                       "coverage": {t: coverage(counts, t) for t in taus}, "codebook": codebook}
+                       "coverage": {t: coverage(counts, t) for t in taus}, "codebook": codebook,
+                       "codebook_new": new}
     if not stats:
         raise ValueError("the model has no binary 3x3 layer (is it a full-precision model?)")
     return stats
@@ -68,6 +86,13 @@ def format_coverage(stats, taus=DEFAULT_TAUS):
             + [f"{100 * s['coverage'][t]:.1f}%" for t in taus] for name, s in stats.items()]
     means = [np.mean([s["coverage"][t] for s in stats.values()]) for t in taus]
     rows.append(["mean", "", ""] + [f"{100 * m:.1f}%" for m in means])
+    new = [s["codebook_new"] for s in stats.values()]
+    if any(n is not None for n in new):  # a random-init SNN: what refinement changed
+        head.append("new in codebook")
+        sizes = [len(s["codebook"]) for s in stats.values()]
+        for row, n, size in zip(rows, new, sizes):
+            row.append(f"{n}/{size}")
+        rows[-1].append(f"{sum(new)}/{sum(sizes)}")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def fmt(cells):
@@ -128,7 +153,8 @@ def main(argv=None):
         record = {"checkpoint": str(ckpt), "model": model.config,
                   "layers": {n: {"kernels": s["kernels"], "distinct": s["distinct"],
                                  "coverage": {str(t): c for t, c in s["coverage"].items()},
-                                 "codebook": s["codebook"]} for n, s in stats.items()}}
+                                 "codebook": s["codebook"], "codebook_new": s["codebook_new"]}
+                             for n, s in stats.items()}}
         json_path = out / f"{stem}_coverage.json"
         write_json(json_path, record)
         results[stem] = record

@@ -52,6 +52,25 @@ def test_layer_statistics_bnn_and_snn():
         kernels.layer_statistics(models.resnet20("fp"))
 
 
+def test_codebook_kernels_new_since_initialisation():
+    # How far refinement moved a codebook: kernels not in the layer's initial random sample.
+    snn = models.resnet20("snn", tau=4, seed=3)
+    assert {s["codebook_new"] for s in kernels.layer_statistics(snn, taus=(4,)).values()} == {0}
+    codebook = snn.layer2.layers[1].conv1.codebook
+    codes = codebook.codes.copy()
+    codes[[0, 5, 9]] = np.setdiff1d(np.arange(512), codes)[:3]
+    codebook.set_codes(codes)
+    stats = kernels.layer_statistics(snn, taus=(4,))
+    assert stats["layer2.1.conv1"]["codebook_new"] == 3
+    assert sum(s["codebook_new"] for s in stats.values()) == 3
+    assert "3/16" in kernels.format_coverage(stats, taus=(4,))
+    # 'frequent' codebooks start from a BNN the model does not know; a BNN has none
+    frequent = models.resnet20("snn", tau=4, init="frequent")
+    assert {s["codebook_new"] for s in kernels.layer_statistics(frequent, (4,)).values()} == {None}
+    assert {s["codebook_new"] for s in kernels.layer_statistics(models.resnet20("bnn"), (4,)).values()} \
+        == {None}
+
+
 def test_cli_writes_png_and_json(tmp_path, capsys):
     paths = []
     for quant, tau in (("bnn", None), ("snn", 5)):

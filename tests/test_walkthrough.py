@@ -157,6 +157,13 @@ def test_subbit_layers_use_only_their_codebook_and_reruns_keep_other_records(wal
         for layer, s in layers.items():
             assert len(s["codebook"]) == 1 << tau and s["distinct"] <= 1 << tau, (name, layer)
             assert s["coverage"][str(tau)] == 1.0, (name, layer)
+            # what refinement changed: nothing without it, unknown for 'frequent' codebooks
+            if name.endswith("norefine"):
+                assert s["codebook_new"] == 0, (name, layer)
+            elif name.endswith("frequent"):
+                assert s["codebook_new"] is None, (name, layer)
+            else:
+                assert 0 <= s["codebook_new"] <= 1 << tau, (name, layer)
 
 
 def test_integer_engine_agrees(walked):

@@ -35,7 +35,8 @@ def kernel_figures(args, names, prefix):
         print(f"wrote {png}")
         records[name] = {layer: {"kernels": s["kernels"], "distinct": s["distinct"],
                                  "coverage": {str(t): c for t, c in s["coverage"].items()},
-                                 "codebook": s["codebook"]} for layer, s in stats.items()}
+                                 "codebook": s["codebook"], "codebook_new": s["codebook_new"]}
+                         for layer, s in stats.items()}
     print(f"wrote {common.write_json(path, records)}")
 
 
