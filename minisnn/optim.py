@@ -97,6 +97,60 @@ class Adam(Optimizer):
         self.state.update({k: np.array(v) for k, v in state.items() if k.startswith("__step__.")})
 
 
+class ParamGroups:
+    """Disjoint parameter groups, each stepped by its own optimizer.
+
+    ``groups`` is a list of ``(optimizer, lr_ratio)``. Setting ``lr`` (what
+    the training loop schedules) gives each optimizer ``lr * lr_ratio``, so
+    every group follows the one schedule at its own scale. The state of
+    group i is kept under ``g<i>/`` (two Adams both count steps).
+    """
+
+    def __init__(self, groups):
+        self.groups = [(opt, float(ratio)) for opt, ratio in groups]
+        seen = set()
+        for opt, _ in self.groups:
+            for name, _ in opt.params:
+                if name in seen:
+                    raise ValueError(f"parameter {name!r} is in two parameter groups")
+                seen.add(name)
+        self._lr = self.groups[0][0].lr / self.groups[0][1]
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = value
+        for opt, ratio in self.groups:
+            opt.lr = value * ratio
+
+    def step(self):
+        for opt, _ in self.groups:
+            opt.step()
+
+    def zero_grad(self):
+        for opt, _ in self.groups:
+            opt.zero_grad()
+
+    def state_dict(self):
+        return {f"g{i}/{k}": v for i, (opt, _) in enumerate(self.groups)
+                for k, v in opt.state_dict().items()}
+
+    def load_state_dict(self, state, source="optimizer state"):
+        parts = [{} for _ in self.groups]
+        for key, value in state.items():
+            group, sep, rest = key.partition("/")
+            if not (sep and group[:1] == "g" and group[1:].isdigit()
+                    and int(group[1:]) < len(self.groups)):
+                raise ValueError(f"{source}: optimizer array {key!r} belongs to no group "
+                                 f"(expected g0/ .. g{len(self.groups) - 1}/)")
+            parts[int(group[1:])][rest] = value
+        for i, ((opt, _), part) in enumerate(zip(self.groups, parts)):
+            opt.load_state_dict(part, source=f"{source}, group {i}")
+
+
 def make_optimizer(name, named_params, lr, momentum=0.9, nesterov=True, weight_decay=0.0):
     if name == "sgd":
         return SGD(named_params, lr, momentum, nesterov, weight_decay)

@@ -20,7 +20,7 @@ from . import data as D
 from .figures import training_curves
 from .models import ACTS, QUANTS, build_model, mode_name
 from .nn import BatchNorm2d, softmax_cross_entropy
-from .optim import SCHEDULES, lr_at, make_optimizer
+from .optim import SCHEDULES, Adam, ParamGroups, lr_at, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
 LOCK = "train.lock"
@@ -85,6 +85,22 @@ def recalibrate_batchnorm(model, x_uint8, batch_size=500):
     finally:
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
+
+
+def build_optimizer(args, model):
+    """``--optimizer`` for every parameter, or with ``--codebook-optimizer adam``
+    that for all but the sub-bit codebooks' P, which Adam steps at
+    ``--codebook-lr`` on the same schedule (the authors' choice: a step of
+    about lr whatever the size of P's sparse, small gradient)."""
+    params = model.named_parameters()
+    if args.codebook_optimizer == "same":
+        return make_optimizer(args.optimizer, params, args.lr, args.momentum, args.nesterov,
+                              args.weight_decay)
+    codebook = [(n, p) for n, p in params if n.endswith(".codebook.weight")]
+    rest = [(n, p) for n, p in params if not n.endswith(".codebook.weight")]
+    return ParamGroups([(make_optimizer(args.optimizer, rest, args.lr, args.momentum,
+                                        args.nesterov, args.weight_decay), 1.0),
+                        (Adam(codebook, args.codebook_lr), args.codebook_lr / args.lr)])
 
 
 def model_config(args):
@@ -187,8 +203,7 @@ def _run(args, out):
         arrays, _ = ckpt.load_checkpoint(args.init_from)
         init_codebooks_from(model, {k[len("model."):]: v for k, v in arrays.items()
                                     if k.startswith("model.")}, source=args.init_from)
-    optimizer = make_optimizer(args.optimizer, model.named_parameters(), args.lr,
-                               args.momentum, args.nesterov, args.weight_decay)
+    optimizer = build_optimizer(args, model)
     metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [],
                "lr": [], "epoch_seconds": [], "images_per_second": []}
     start_epoch = 0
@@ -300,6 +315,12 @@ def build_parser():
     o.add_argument("--weight-decay", type=float, default=5e-4,
                    help="applied to conv/linear weights (latent binary weights too), "
                    "not to biases, batch norm or codebooks")
+    o.add_argument("--codebook-optimizer", default="same", choices=("same", "adam"),
+                   help="sub-bit codebook parameters P: stepped by --optimizer like every "
+                   "other parameter, or by their own Adam at --codebook-lr")
+    o.add_argument("--codebook-lr", type=float, default=1e-3,
+                   help="peak learning rate of P with --codebook-optimizer adam "
+                   "(scheduled like --lr)")
     o.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     o.add_argument("--warmup-epochs", type=int, default=1)
     o.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
@@ -323,6 +344,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.init == "frequent" and not args.init_from:
         build_parser().error("--init frequent needs --init-from BNN_CHECKPOINT")
+    if args.codebook_optimizer != "same" and args.quant != "snn":
+        build_parser().error(f"--codebook-optimizer {args.codebook_optimizer} needs --quant snn "
+                             f"(a {args.quant} model has no codebooks)")
     try:
         run(args)
     except (ValueError, FileExistsError, FloatingPointError, RunLocked) as e:

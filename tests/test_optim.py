@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from minisnn.nn import Parameter
-from minisnn.optim import SGD, Adam, lr_at, make_optimizer
+from minisnn.optim import SGD, Adam, ParamGroups, lr_at, make_optimizer
 
 
 def _params():
@@ -75,6 +75,60 @@ def test_optimizer_state_errors_name_the_array():
         opt.load_state_dict({"w.momentum": np.zeros(3)}, source="x.npz")
     with pytest.raises(ValueError, match="'q.momentum' matches no parameter"):
         opt.load_state_dict({"q.momentum": np.zeros(3)}, source="x.npz")
+
+
+def _groups(params):
+    # w by SGD at the scheduled lr, b by Adam at a tenth of it
+    return ParamGroups([(SGD(params[:1], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01), 1.0),
+                        (Adam(params[1:], lr=0.01), 0.1)])
+
+
+def test_param_groups_step_each_group_as_its_optimizer_alone():
+    params, alone = _params(), _params()
+    groups = _groups(params)
+    sgd = SGD(alone[:1], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    adam = Adam(alone[1:], lr=0.01)
+    for t in range(5):
+        groups.lr, sgd.lr, adam.lr = 0.1 / (t + 1), 0.1 / (t + 1), 0.01 / (t + 1)
+        for (name, p), (_, q) in zip(params, alone):
+            p.grad, q.grad = _grads(t)[name].copy(), _grads(t)[name].copy()
+        groups.step()
+        sgd.step()
+        adam.step()
+        for (_, p), (_, q) in zip(params, alone):
+            np.testing.assert_array_equal(p.data, q.data)
+    assert groups.lr == 0.1 / 5
+    groups.zero_grad()
+    assert all(not p.grad.any() for _, p in params)
+
+
+def test_param_groups_state_round_trip_continues_identically():
+    def run(split):
+        params = _params()
+        opt = _groups(params)
+        for t in range(6):
+            if t == split:
+                state = opt.state_dict()
+                params = [(n, Parameter(p.data.copy(), p.decay)) for n, p in params]
+                opt = _groups(params)
+                opt.load_state_dict(state, source="x.npz")
+            for name, p in params:
+                p.grad = _grads(t)[name].copy()
+            opt.step()
+        return [p.data for _, p in params]
+    for a, b in zip(run(split=3), run(split=99)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_param_groups_refuse_shared_parameters_and_foreign_state():
+    params = _params()
+    with pytest.raises(ValueError, match="'w' is in two parameter groups"):
+        ParamGroups([(SGD(params, lr=0.1), 1.0), (Adam(params[:1]), 0.1)])
+    opt = _groups(params)
+    with pytest.raises(ValueError, match=r"x\.npz: optimizer array 'w.momentum' belongs to no group"):
+        opt.load_state_dict({"w.momentum": np.zeros(2)}, source="x.npz")
+    with pytest.raises(ValueError, match=r"x\.npz, group 1: optimizer array 'w.m' matches no parameter"):
+        opt.load_state_dict({"g1/w.m": np.zeros(2)}, source="x.npz")
 
 
 def test_schedules():

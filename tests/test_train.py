@@ -120,6 +120,25 @@ def test_resume_after_stop_matches_uninterrupted_run(real_npz, tmp_path):
     assert full["test_acc"] == split["test_acc"]
 
 
+def test_codebook_adam_group_steps_the_codebooks_and_resumes_exactly(real_npz, tmp_path, capsys):
+    # 6 steps per epoch: --period 2 makes every other step a refinement step
+    extra = ("--quant", "snn", "--period", "2", "--codebook-optimizer", "adam", "--codebook-lr", "0.01")
+    assert train.main(_args(tmp_path / "full", real_npz, *extra)) == 0
+    assert train.main(_args(tmp_path / "split", real_npz, *extra, "--stop-after", "1")) == 0
+    assert train.main(_args(tmp_path / "split", real_npz, *extra, "--resume")) == 0
+    full = _final_weights(tmp_path / "full" / "checkpoint.npz")
+    _assert_same(full, _final_weights(tmp_path / "split" / "checkpoint.npz"))
+    state = [k[len("optim."):] for k in full if k.startswith("optim.")]
+    adam = sorted(k for k in state if k.startswith("g1/"))  # m and v per layer, its step count
+    assert len(adam) == 2 * 18 + 1 and adam[0] == "g1/__step__.t"
+    assert all(".codebook.weight." in k for k in adam[1:])
+    sgd = [k for k in state if k not in adam]
+    assert all(k.startswith("g0/") and k.endswith(".momentum") and "codebook" not in k for k in sgd)
+    with pytest.raises(SystemExit):
+        train.main(_args(tmp_path / "bnn", real_npz, "--quant", "bnn", "--codebook-optimizer", "adam"))
+    assert "--codebook-optimizer adam needs --quant snn" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_changed_recipe(real_npz, tmp_path, capsys):
     assert train.main(_args(tmp_path / "r", real_npz, "--stop-after", "1")) == 0
     assert train.main(_args(tmp_path / "r", real_npz, "--resume", "--lr", "0.2")) == 2
