@@ -92,7 +92,7 @@ def build_optimizer(args, model):
     that for all but the sub-bit codebooks' P, which Adam steps at
     ``--codebook-lr`` on the same schedule (the authors' choice: a step of
     about lr whatever the size of P's sparse, small gradient)."""
-    params = model.named_parameters()
+    params = list(model.named_parameters())
     if args.codebook_optimizer == "same":
         return make_optimizer(args.optimizer, params, args.lr, args.momentum, args.nesterov,
                               args.weight_decay)

@@ -132,11 +132,23 @@ def test_codebook_adam_group_steps_the_codebooks_and_resumes_exactly(real_npz, t
     adam = sorted(k for k in state if k.startswith("g1/"))  # m and v per layer, its step count
     assert len(adam) == 2 * 18 + 1 and adam[0] == "g1/__step__.t"
     assert all(".codebook.weight." in k for k in adam[1:])
-    sgd = [k for k in state if k not in adam]
-    assert all(k.startswith("g0/") and k.endswith(".momentum") and "codebook" not in k for k in sgd)
+    # every other parameter keeps its SGD momentum in group 0
+    others = {n for n, _ in models.resnet20("snn", tau=5).named_parameters() if "codebook" not in n}
+    assert {k for k in state if k not in adam} == {f"g0/{n}.momentum" for n in others}
     with pytest.raises(SystemExit):
         train.main(_args(tmp_path / "bnn", real_npz, "--quant", "bnn", "--codebook-optimizer", "adam"))
     assert "--codebook-optimizer adam needs --quant snn" in capsys.readouterr().err
+
+
+def test_codebook_adam_group_leaves_the_other_parameters_as_plain_sgd_does(real_npz, tmp_path):
+    # without refinement P gets no gradient, so only the grouping could change the weights
+    extra = ("--quant", "snn", "--no-refine", "--epochs", "1")
+    assert train.main(_args(tmp_path / "plain", real_npz, *extra)) == 0
+    assert train.main(_args(tmp_path / "adam", real_npz, *extra, "--codebook-optimizer", "adam")) == 0
+    plain, _ = ckpt.load_checkpoint(tmp_path / "plain" / "checkpoint.npz")
+    grouped, _ = ckpt.load_checkpoint(tmp_path / "adam" / "checkpoint.npz")
+    _assert_same({k: v for k, v in plain.items() if k.startswith("model.")},
+                 {k: v for k, v in grouped.items() if k.startswith("model.")})
 
 
 def test_resume_refuses_a_changed_recipe(real_npz, tmp_path, capsys):
