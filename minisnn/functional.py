@@ -486,3 +486,55 @@ def clip_backward(dout, x):
 def approx_sign_backward(dout, x):
     """dout * (2 - 2|x|)_+ : Bi-Real Net's ApproxSign gradient."""
     return _elementwise(_approx_sign_grad_flat, dout, x)
+
+
+# -- ReActNet's per-channel shift and PReLU ----------------------------------
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)  # vectorized sums, as batch_stats
+def channel_sums(x):
+    """Per-channel sum of (N, C, H, W) in float64 (a bias's gradient)."""
+    n_img, c_in, h, w = x.shape
+    out = np.empty(c_in)
+    for c in prange(c_in):
+        s = 0.0
+        for n in range(n_img):
+            for y in range(h):
+                for z in range(w):
+                    s += x[n, c, y, z]
+        out[c] = s
+    return out
+
+
+@njit(parallel=True, cache=True)
+def prelu(x, slope, out):
+    """out = x where x > 0, else slope[c] * x (PyTorch's PReLU, one slope per channel)."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        a = slope[c]
+        for y in range(h):
+            for z in range(w):
+                v = x[n, c, y, z]
+                out[n, c, y, z] = v if v > 0 else a * v
+
+
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+def prelu_backward(dout, x, slope, dx):
+    """dx = dout * (1 if x > 0 else slope[c]); returns dslope[c] = sum of dout * min(x, 0)."""
+    n_img, c_in, h, w = x.shape
+    dslope = np.empty(c_in)
+    for c in prange(c_in):
+        a = slope[c]
+        s = 0.0
+        for n in range(n_img):
+            for y in range(h):
+                for z in range(w):
+                    v = x[n, c, y, z]
+                    g = dout[n, c, y, z]
+                    if v > 0:
+                        dx[n, c, y, z] = g
+                    else:
+                        dx[n, c, y, z] = a * g
+                        s += g * v
+        dslope[c] = s
+    return dslope

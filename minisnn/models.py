@@ -16,16 +16,30 @@ snn       binary   W/1A      sub-bit weights, binary activations
 
 The first conv, the classifier and ResNet-18's 1x1 projection shortcuts
 stay full precision in every mode.
+
+Blocks (config ``block``):
+
+- ``basic`` (the default): He et al.'s basic block of two 3x3 convs; with
+  binary activations each conv gets its own shortcut and Hardtanh (Bi-Real).
+- ``reactnet``: the block of ReActNet and of the sub-bit authors' code, one
+  binary 3x3 conv each: shift -> sign -> conv -> batch norm -> + shortcut ->
+  shift -> PReLU -> shift, the shape-changing shortcut a 2x2 average pool, a
+  full-precision 1x1 conv and a batch norm. Activations are binary; with
+  ``quant`` 'fp' the weights stay real (step 1 of the two-step recipe). A
+  stage holds twice as many of these blocks as basic blocks, so the 3x3
+  convs are the same: ResNet-20 has 3 stages of 6, ResNet-18 4 of 4; the
+  stem has no activation (conv, batch norm, and ResNet-18's max pool).
 """
 
 import numpy as np
 
-from .nn import (BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh, Linear, MaxPool2d,
-                 Module, ReLU, Sequential)
-from .quant import BinaryConv2d
+from .nn import (AvgPool2d, BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh,
+                 Identity, LearnableBias, Linear, MaxPool2d, Module, PReLU, ReLU, Sequential)
+from .quant import BinaryConv2d, SignInputConv2d
 
 QUANTS = ("fp", "bnn", "snn")
 ACTS = ("real", "binary")
+BLOCKS = ("basic", "reactnet")
 
 
 def mode_name(quant, act, tau=None):
@@ -38,15 +52,24 @@ def mode_name(quant, act, tau=None):
     return f"tau={tau} W/{a}"
 
 
-def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", **snn_options):
+def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", block="basic",
+                    **snn_options):
     """Return ``conv(c_in, c_out, stride)`` building the block convs of a mode."""
     if quant not in QUANTS:
         raise ValueError(f"unknown quant {quant!r}, expected one of {QUANTS}")
     if act not in ACTS:
         raise ValueError(f"unknown act {act!r}, expected one of {ACTS}")
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}, expected one of {BLOCKS}")
+    if block == "reactnet" and act != "binary":
+        raise ValueError("block 'reactnet' needs act 'binary' (its convs take sign inputs)")
     if quant == "fp":
         if act != "real":
-            raise ValueError("quant 'fp' needs act 'real' (binary activations need binary weights)")
+            if block == "reactnet":  # step 1 of the two-step recipe
+                return lambda c_in, c_out, stride: SignInputConv2d(
+                    c_in, c_out, 3, stride, 1, binary_act=True, act_grad=act_grad, rng=rng)
+            raise ValueError("quant 'fp' with act 'binary' needs block 'reactnet' (step 1 of "
+                             "the two-step recipe); the basic block needs binary weights")
         return lambda c_in, c_out, stride: Conv2d(c_in, c_out, 3, stride, 1, rng=rng)
     binary_act = act == "binary"
     if quant == "bnn":
@@ -60,11 +83,74 @@ def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", **snn_opti
         rng=rng, **snn_options)
 
 
+class ReActBlock(Module):
+    """ReActNet's block around one binary 3x3 conv (names as in the authors' code):
+
+        out = move2(prelu(move1(bn1(binary_conv(sign(move0(x)))) + shortcut(x))))
+
+    The sign is ``binary_conv``'s own input sign (``binary_act=True``); the
+    shortcut is the identity, or ``downsample`` = 2x2 average pool, 1x1
+    full-precision conv, batch norm where the shape changes.
+    """
+
+    def __init__(self, in_planes, planes, stride, conv, rng=None):
+        self.move0 = LearnableBias(in_planes)
+        self.binary_conv = conv(in_planes, planes, stride)
+        self.bn1 = BatchNorm2d(planes)
+        self.move1 = LearnableBias(planes)
+        self.prelu = PReLU(planes)
+        self.move2 = LearnableBias(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = Sequential(
+                AvgPool2d(stride) if stride != 1 else Identity(),
+                Conv2d(in_planes, planes, 1, 1, 0, rng=rng), BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.bn1.forward(self.binary_conv.forward(self.move0.forward(x)))
+        out += x if self.downsample is None else self.downsample.forward(x)
+        return self.move2.forward(self.prelu.forward(self.move1.forward(out)))
+
+    def backward(self, dout):
+        dout = self.move1.backward(self.prelu.backward(self.move2.backward(dout)))
+        dx = self.move0.backward(self.binary_conv.backward(self.bn1.backward(dout)))
+        dx += dout if self.downsample is None else self.downsample.backward(dout)
+        return dx
+
+
+def make_stages(config, widths, blocks, basic_block, rng):
+    """The stages of a ResNet (``layer1``, ``layer2``, ...) as Sequentials.
+
+    ``blocks[s]`` basic blocks in stage ``s`` (twice as many ReAct blocks);
+    the first block of every stage but the first has stride 2.
+    ``basic_block(in_planes, planes, stride, conv, act, double_shortcut)``
+    builds a basic block (ResNet-20 and ResNet-18 differ in their shortcut).
+    """
+    block = config.get("block", "basic")
+    conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
+                           config.get("act_grad", "approxsign"), block,
+                           **config.get("snn_options", {}))
+    binary_act = config["act"] == "binary"
+    act = Hardtanh if binary_act else ReLU
+    stages, in_planes = [], widths[0]
+    for s, (n_blocks, planes) in enumerate(zip(blocks, widths)):
+        stage = []
+        for b in range(2 * n_blocks if block == "reactnet" else n_blocks):
+            stride = 2 if (s > 0 and b == 0) else 1
+            if block == "reactnet":
+                stage.append(ReActBlock(in_planes, planes, stride, conv, rng=rng))
+            else:
+                stage.append(basic_block(in_planes, planes, stride, conv, act, binary_act))
+            in_planes = planes
+        stages.append(Sequential(*stage))
+    return stages
+
+
 class _ResNet(Module):
     """Stem, stages of basic blocks, global average pool, linear classifier."""
 
     def stem(self):
-        return [self.conv1, self.bn1, self.act1]
+        return [self.conv1, self.bn1] + ([self.act1] if hasattr(self, "act1") else [])
 
     def forward(self, x):
         for layer in self.stem() + self.stages():
@@ -89,23 +175,14 @@ class ResNetCifar(_ResNet):
         blocks = (depth - 2) // 6
         self.config = config
         rng = np.random.default_rng(config.get("seed", 0))
-        snn_options = config.get("snn_options", {})
-        conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
-                               config.get("act_grad", "approxsign"), **snn_options)
-        binary_act = config["act"] == "binary"
-        act = Hardtanh if binary_act else ReLU
         self.conv1 = Conv2d(3, widths[0], 3, 1, 1, rng=rng)
         self.bn1 = BatchNorm2d(widths[0])
-        self.act1 = act()
-        in_planes = widths[0]
-        for s, planes in enumerate(widths):
-            stage = []
-            for b in range(blocks):
-                stride = 2 if (s > 0 and b == 0) else 1
-                stage.append(BasicBlock(in_planes, planes, stride, conv, act,
-                                        double_shortcut=binary_act))
-                in_planes = planes
-            setattr(self, f"layer{s + 1}", Sequential(*stage))
+        if config.get("block", "basic") == "basic":
+            self.act1 = Hardtanh() if config["act"] == "binary" else ReLU()
+        for s, stage in enumerate(make_stages(config, widths, [blocks] * len(widths),
+                                              BasicBlock, rng)):
+            setattr(self, f"layer{s + 1}", stage)
+        in_planes = widths[-1]
         self.pool = GlobalAvgPool2d()
         self.fc = Linear(in_planes, num_classes, rng=rng)
 
@@ -133,47 +210,45 @@ class ResNetImageNet(_ResNet):
     def __init__(self, config, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=1000):
         self.config = config
         rng = np.random.default_rng(config.get("seed", 0))
-        conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
-                               config.get("act_grad", "approxsign"),
-                               **config.get("snn_options", {}))
-        binary_act = config["act"] == "binary"
-        act = Hardtanh if binary_act else ReLU
         self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng)
         self.bn1 = BatchNorm2d(widths[0])
-        self.act1 = act()
+        if config.get("block", "basic") == "basic":
+            self.act1 = Hardtanh() if config["act"] == "binary" else ReLU()
         self.maxpool = MaxPool2d(3, 2, 1)
-        in_planes = widths[0]
-        for s, (n_blocks, planes) in enumerate(zip(blocks, widths)):
-            stage = []
-            for b in range(n_blocks):
-                stride = 2 if (s > 0 and b == 0) else 1
-                stage.append(ProjectionBlock(in_planes, planes, stride, conv, act,
-                                             double_shortcut=binary_act, rng=rng))
-                in_planes = planes
-            setattr(self, f"layer{s + 1}", Sequential(*stage))
+
+        def basic_block(in_planes, planes, stride, conv, act, double_shortcut):
+            return ProjectionBlock(in_planes, planes, stride, conv, act, double_shortcut, rng=rng)
+
+        for s, stage in enumerate(make_stages(config, widths, blocks, basic_block, rng)):
+            setattr(self, f"layer{s + 1}", stage)
+        in_planes = widths[-1]
         self.pool = GlobalAvgPool2d()
         self.fc = Linear(in_planes, num_classes, rng=rng)
 
     def stem(self):
-        return [self.conv1, self.bn1, self.act1, self.maxpool]
+        return super().stem() + [self.maxpool]
 
     def stages(self):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
 
 def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,
-             act_grad="approxsign", **snn_options):
-    """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 blocks, 16/32/64 channels."""
+             act_grad="approxsign", block="basic", **snn_options):
+    """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 blocks, 16/32/64 channels
+    (3 x 6 one-conv blocks with ``block='reactnet'``)."""
     config = {"arch": "resnet20", "quant": quant, "act": act, "tau": tau, "seed": seed,
-              "num_classes": num_classes, "act_grad": act_grad, "snn_options": snn_options}
+              "num_classes": num_classes, "act_grad": act_grad, "block": block,
+              "snn_options": snn_options}
     return build_model(config)
 
 
 def resnet18(quant="fp", act="real", tau=None, seed=0, num_classes=1000,
-             act_grad="approxsign", **snn_options):
-    """ImageNet ResNet-18 (He et al. 2016): 2-2-2-2 basic blocks, 64/128/256/512 channels."""
+             act_grad="approxsign", block="basic", **snn_options):
+    """ImageNet ResNet-18 (He et al. 2016): 2-2-2-2 basic blocks, 64/128/256/512 channels
+    (4-4-4-4 one-conv blocks with ``block='reactnet'``: the authors' Bi-Real ResNet-18)."""
     config = {"arch": "resnet18", "quant": quant, "act": act, "tau": tau, "seed": seed,
-              "num_classes": num_classes, "act_grad": act_grad, "snn_options": snn_options}
+              "num_classes": num_classes, "act_grad": act_grad, "block": block,
+              "snn_options": snn_options}
     return build_model(config)
 
 

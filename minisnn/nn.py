@@ -381,6 +381,79 @@ class Identity(Module):
         return dout
 
 
+class LearnableBias(Module):
+    """A learnable per-channel shift, out = x + bias[c] (ReActNet's RSign
+    threshold and RPReLU shifts). ``bias`` has PyTorch's shape (1, C, 1, 1),
+    as in the authors' ``LearnableBias``, so their checkpoints load as is."""
+
+    def __init__(self, num_channels):
+        self.bias = Parameter(np.zeros((1, num_channels, 1, 1), np.float32))
+
+    def forward(self, x):
+        out = np.empty_like(x)
+        b = self.bias.data.reshape(-1).astype(x.dtype)
+        # x * 1 + b is exactly x + b: one parallel pass instead of numpy's broadcast add
+        F.channel_affine(x, np.ones_like(b), b, out)
+        return out
+
+    def backward(self, dout):
+        self.bias.grad += F.channel_sums(np.ascontiguousarray(dout)).reshape(
+            self.bias.grad.shape).astype(dout.dtype)
+        return dout
+
+
+class PReLU(Module):
+    """max(x, 0) + weight[c] * min(x, 0), one slope per channel (initially 0.25,
+    as in PyTorch)."""
+
+    def __init__(self, num_parameters, init=0.25):
+        self.weight = Parameter(np.full(num_parameters, init, np.float32))
+        self.cache = None
+
+    def forward(self, x):
+        x = np.ascontiguousarray(x)
+        out = np.empty_like(x)
+        F.prelu(x, self.weight.data.astype(x.dtype), out)
+        self.cache = x
+        return out
+
+    def backward(self, dout):
+        x, self.cache = self.cache, None
+        dx = np.empty_like(x)
+        dslope = F.prelu_backward(np.ascontiguousarray(dout), x,
+                                  self.weight.data.astype(x.dtype), dx)
+        self.weight.grad += dslope.astype(dout.dtype)
+        return dx
+
+
+class AvgPool2d(Module):
+    """Non-overlapping k x k average pooling (stride k, no padding); rows and
+    columns past the last whole window are dropped, as PyTorch does."""
+
+    def __init__(self, kernel_size=2):
+        self.kernel_size = kernel_size
+        self.cache = None
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        k = self.kernel_size
+        ho, wo = h // k, w // k
+        if ho == 0 or wo == 0:
+            raise ValueError(f"AvgPool2d({k}): input {x.shape} is smaller than one window")
+        self.cache = x.shape
+        windows = x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k)
+        return windows.sum(axis=(3, 5), dtype=x.dtype) / x.dtype.type(k * k)
+
+    def backward(self, dout):
+        n, c, h, w = self.cache
+        k = self.kernel_size
+        share = dout / dout.dtype.type(k * k)
+        dx = np.zeros(self.cache, dtype=dout.dtype)
+        ho, wo = dout.shape[2:]
+        dx[:, :, :ho * k, :wo * k] = np.repeat(np.repeat(share, k, axis=2), k, axis=3)
+        return dx
+
+
 class BasicBlock(Module):
     """CIFAR ResNet basic block (He et al. 2016), two 3x3 convs.
 
@@ -432,3 +505,17 @@ def softmax_cross_entropy(logits, labels):
     dlogits = np.exp(logp)
     dlogits[np.arange(n), labels] -= 1
     return float(loss), dlogits / n
+
+
+def distillation_loss(student_logits, teacher_logits):
+    """Mean over the batch of -sum_c softmax(teacher)_c * log_softmax(student)_c
+    (ReActNet's distribution loss) and its gradient w.r.t. the student's
+    logits, (softmax(student) - softmax(teacher)) / N."""
+    n = student_logits.shape[0]
+    z = student_logits - student_logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    t = teacher_logits - teacher_logits.max(axis=1, keepdims=True)
+    q = np.exp(t)
+    q /= q.sum(axis=1, keepdims=True)
+    loss = -(q * logp).sum(axis=1).mean()
+    return float(loss), ((np.exp(logp) - q) / n).astype(student_logits.dtype)

@@ -48,7 +48,8 @@ class QuantConv2d(Module):
     computes it by popcount and then multiplies by alpha reproduces this
     float model bit for bit. Subclasses define :meth:`binary_weight`
     (latent W -> (B, alpha)) and :meth:`binary_weight_backward` (dL/dB,
-    which includes alpha, -> gradients of the latent parameters). With
+    which includes alpha, -> gradients of the latent parameters); alpha
+    None means no scaling (:class:`SignInputConv2d`). With
     ``binary_act`` the input is passed through sign first.
     """
 
@@ -78,17 +79,20 @@ class QuantConv2d(Module):
         b, alpha = self.binary_weight()
         out, conv_cache = F.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
                                            self.padding)
-        alpha = alpha.astype(x.dtype)
-        # numpy's broadcast multiply runs on one core; a zero shift adds nothing
-        F.channel_affine(out, alpha, np.zeros_like(alpha), out)
+        if alpha is not None:
+            alpha = alpha.astype(x.dtype)
+            # numpy's broadcast multiply runs on one core; a zero shift adds nothing
+            F.channel_affine(out, alpha, np.zeros_like(alpha), out)
         self.cache = (conv_cache, alpha)
         return out
 
     def backward(self, dout):
         conv_cache, alpha = self.cache
         self.cache = None
-        scaled = np.empty_like(dout)
-        F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
+        scaled = dout
+        if alpha is not None:
+            scaled = np.empty_like(dout)
+            F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
         dx, dB = F.conv2d_backward(scaled, conv_cache)
         self.binary_weight_backward(dB)
         if self.input_sign is not None:
@@ -111,3 +115,16 @@ class BinaryConv2d(QuantConv2d):
 
     def binary_weight_backward(self, dB):
         self.weight.grad += F.clip_backward(dB, self.weight.data)
+
+
+class SignInputConv2d(QuantConv2d):
+    """Real weights on binary (sign) input: step 1 of the two-step recipe
+    (binary activations, real weights), whose trained weights become the
+    latent weights of step 2's binary or sub-bit conv. Build it with
+    ``binary_act=True``."""
+
+    def binary_weight(self):
+        return self.weight.data, None
+
+    def binary_weight_backward(self, dB):
+        self.weight.grad += dB

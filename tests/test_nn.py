@@ -142,3 +142,58 @@ def test_maxpool(rng):
     assert out.shape == (2, 3, 4, 4) and out.max() == x.max()  # negative inputs: pad never wins
     np.testing.assert_array_equal(out[:, :, 0, 0], x[:, :, :2, :2].max(axis=(2, 3)))
     check_module(pool, x, rng)
+
+
+def test_learnable_bias_gradients(rng):
+    shift = nn.LearnableBias(3)
+    assert shift.bias.data.shape == (1, 3, 1, 1)  # the authors' shape: their checkpoints load as is
+    shift.bias.data = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 4, 5))
+    np.testing.assert_array_equal(shift.forward(x), x + shift.bias.data.astype(np.float64))
+    check_module(shift, x, rng)
+
+
+def test_prelu_matches_pytorch_formula_and_gradients(rng):
+    prelu = nn.PReLU(3)
+    np.testing.assert_array_equal(prelu.weight.data, 0.25)  # PyTorch's initial slope
+    prelu.weight.data = np.array([0.25, -0.5, 2.0], np.float32)
+    x = rng.standard_normal((2, 3, 4, 4))
+    x[np.abs(x) < 1e-3] += 0.01  # off the kink
+    a = prelu.weight.data.astype(np.float64)[None, :, None, None]
+    np.testing.assert_array_equal(prelu.forward(x), np.maximum(x, 0) + a * np.minimum(x, 0))
+    check_module(prelu, x, rng)
+
+
+@pytest.mark.parametrize("k,shape", [(2, (2, 3, 4, 6)), (2, (1, 2, 5, 7)), (3, (2, 1, 6, 6))])
+def test_avgpool_matches_window_means_and_gradients(rng, k, shape):
+    pool = nn.AvgPool2d(k)
+    x = rng.standard_normal(shape)
+    out = pool.forward(x)
+    ho, wo = shape[2] // k, shape[3] // k
+    ref = np.array([[[[x[n, c, y * k:y * k + k, z * k:z * k + k].mean() for z in range(wo)]
+                      for y in range(ho)] for c in range(shape[1])] for n in range(shape[0])])
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    check_module(pool, x, rng)
+
+
+def test_avgpool_rejects_input_smaller_than_a_window():
+    with pytest.raises(ValueError, match=r"AvgPool2d\(2\).*\(1, 1, 1, 4\)"):
+        nn.AvgPool2d(2).forward(np.zeros((1, 1, 1, 4)))
+
+
+def test_distillation_loss_and_gradient(rng):
+    from gradcheck import numerical_grad
+    s = rng.standard_normal((5, 4)) * 2
+    t = rng.standard_normal((5, 4)) * 3
+    loss, d = nn.distillation_loss(s, t)
+    q = np.exp(t) / np.exp(t).sum(1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(1, keepdims=True))
+    assert loss == pytest.approx(-(q * logp).sum(1).mean(), rel=1e-12)
+    num = numerical_grad(lambda: nn.distillation_loss(s, t)[0], s)
+    np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-9)
+    # a one-hot teacher reduces it to the label loss
+    onehot = np.full((5, 4), -1e4)
+    labels = rng.integers(0, 4, 5)
+    onehot[np.arange(5), labels] = 0
+    assert nn.distillation_loss(s, onehot)[0] == pytest.approx(nn.softmax_cross_entropy(s, labels)[0])
+    assert np.isfinite(nn.distillation_loss(np.array([[1e4, -1e4]]), np.array([[-1e4, 1e4]]))[0])

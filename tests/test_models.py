@@ -1,0 +1,129 @@
+"""The ReActNet block and the models built from it (the two-step recipe's networks)."""
+
+import numpy as np
+import pytest
+
+from gradcheck import assert_close, check_module, numerical_grad
+from minisnn import functional as F
+from minisnn import models, nn
+from minisnn.quant import BinaryConv2d, SignInputConv2d
+from minisnn.subbit import SubBitConv2d
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(3)
+
+
+def _randomize(block, rng):
+    """Non-trivial shifts, slopes and batch-norm affines, so every path carries gradient."""
+    for name, p in block.named_parameters():
+        if name.endswith(("move0.bias", "move1.bias", "move2.bias")):
+            p.data = (rng.standard_normal(p.data.shape) * 0.3).astype(p.data.dtype)
+        elif name.endswith("prelu.weight"):
+            p.data = rng.uniform(-0.5, 1.5, p.data.shape).astype(p.data.dtype)
+        elif name.endswith("bias"):
+            p.data = rng.standard_normal(p.data.shape).astype(p.data.dtype) * 0.5
+        elif p.data.ndim == 1:
+            p.data = rng.uniform(0.5, 1.5, p.data.shape).astype(p.data.dtype)
+
+
+@pytest.mark.parametrize("in_planes,planes,stride", [(4, 4, 1), (4, 8, 2), (4, 6, 1)])
+def test_reactnet_block_wiring_gradients(rng, in_planes, planes, stride):
+    """With a real-input conv the block is smooth: every gradient (shifts,
+    PReLU, batch norms, the downsample's 1x1 conv, the input) by finite differences."""
+    conv = lambda c_in, c_out, s: nn.Conv2d(c_in, c_out, 3, s, 1, rng=rng)
+    block = models.ReActBlock(in_planes, planes, stride, conv, rng=rng)
+    assert (block.downsample is None) == (stride == 1 and in_planes == planes)
+    _randomize(block, rng)
+    check_module(block, rng.standard_normal((3, in_planes, 4, 4)), rng, atol=1e-6, rtol=1e-4)
+
+
+def test_reactnet_block_forward_is_the_authors_formula(rng):
+    block = models.ReActBlock(4, 8, 2, lambda c_in, c_out, s: BinaryConv2d(
+        c_in, c_out, 3, s, 1, binary_act=True, rng=rng), rng=rng).astype(np.float64)
+    _randomize(block, rng)
+    x = rng.standard_normal((2, 4, 6, 6))
+    b = lambda m: m.bias.data
+    w = block.binary_conv.weight.data
+    alpha = np.abs(w).mean(axis=(1, 2, 3))[:, None, None, None]
+    conv = F.conv2d_forward(np.where(x + b(block.move0) >= 0, 1.0, -1.0), alpha * np.sign(w), 2, 1)[0]
+
+    def bn(m, v):
+        mean, var = v.mean(axis=(0, 2, 3), keepdims=True), v.var(axis=(0, 2, 3), keepdims=True)
+        return ((v - mean) / np.sqrt(var + m.eps) * m.weight.data[None, :, None, None]
+                + m.bias.data[None, :, None, None])
+
+    pooled = x.reshape(2, 4, 3, 2, 3, 2).mean(axis=(3, 5))
+    res = bn(block.downsample[2], F.conv2d_forward(pooled, block.downsample[1].weight.data, 1, 0)[0])
+    out = bn(block.bn1, conv) + res + b(block.move1)
+    a = block.prelu.weight.data[None, :, None, None]
+    ref = np.maximum(out, 0) + a * np.minimum(out, 0) + b(block.move2)
+    np.testing.assert_allclose(block.forward(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_sign_input_conv_straight_through_gradients(rng):
+    """Step 1's conv: real weights (exact gradient), sign input with the
+    ApproxSign surrogate: its gradients are those of conv(approx(x), W)."""
+    conv = SignInputConv2d(2, 3, 3, 2, 1, binary_act=True, rng=rng).astype(np.float64)
+    x = rng.uniform(-1.4, 1.4, (2, 2, 5, 5))
+    x[np.abs(x) < 1e-3] += 0.01
+    np.testing.assert_array_equal(conv.forward(x), F.conv2d_forward(np.where(x >= 0, 1.0, -1.0),
+                                                                    conv.weight.data, 2, 1)[0])
+    r = rng.standard_normal(conv.forward(x).shape)
+    conv.zero_grad()
+    conv.forward(x)
+    dx = conv.backward(r)
+    approx = lambda v: np.where(v < -1, -1, np.where(v < 0, 2 * v + v * v,
+                                                     np.where(v < 1, 2 * v - v * v, 1)))
+    w = conv.weight.data
+    xs = np.where(x >= 0, 1.0, -1.0)
+    assert_close(conv.weight.grad, numerical_grad(
+        lambda: np.sum(F.conv2d_forward(xs, w, 2, 1)[0] * r), w), "weight")
+    assert_close(dx, numerical_grad(
+        lambda: np.sum(F.conv2d_forward(approx(x), w, 2, 1)[0] * r), x), "input", atol=1e-6)
+
+
+@pytest.mark.parametrize("quant,conv_type", [("fp", SignInputConv2d), ("bnn", BinaryConv2d),
+                                             ("snn", SubBitConv2d)])
+def test_reactnet_resnet20_layout(quant, conv_type):
+    m = models.resnet20(quant, "binary", tau=5 if quant == "snn" else None, block="reactnet")
+    convs = [(n, c) for n, c in m.named_modules() if n.endswith("binary_conv")]
+    assert len(convs) == 18 and all(type(c) is conv_type and c.binary_act for _, c in convs)
+    assert [len(s) for s in m.stages()] == [6, 6, 6]
+    assert [n for n, _ in m.named_modules() if n.endswith("downsample")] == \
+        ["layer2.0.downsample", "layer3.0.downsample"]
+    assert not hasattr(m, "act1")  # the stem is conv + batch norm, as the authors'
+    out = m.forward(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    assert out.shape == (2, 10) and out.dtype == np.float32
+
+
+def test_reactnet_resnet18_has_the_authors_keys():
+    m = models.resnet18("snn", "binary", tau=4, block="reactnet", num_classes=7)
+    keys = set(m.state_dict())
+    for key in ("conv1.weight", "bn1.running_var", "layer1.3.move0.bias", "layer4.3.move2.bias",
+                "layer1.0.binary_conv.weight", "layer3.2.prelu.weight", "layer2.0.downsample.1.weight",
+                "layer2.0.downsample.2.running_mean", "fc.weight"):
+        assert key in keys, key
+    assert "layer1.0.downsample.1.weight" not in keys  # 64 -> 64, stride 1: identity
+    assert [len(s) for s in m.stages()] == [4, 4, 4, 4]
+    assert m.layer2[0].binary_conv.stride == 2 and m.layer2[1].binary_conv.stride == 1
+
+
+@pytest.mark.parametrize("quant,act,block,match", [
+    ("fp", "binary", "basic", "needs block 'reactnet'"),
+    ("bnn", "real", "reactnet", "block 'reactnet' needs act 'binary'"),
+    ("bnn", "binary", "bireal", "unknown block 'bireal'"),
+])
+def test_bad_block_combinations_are_refused(quant, act, block, match):
+    with pytest.raises(ValueError, match=match):
+        models.resnet20(quant, act, block=block)
+
+
+def test_basic_block_models_are_unchanged_by_the_block_option():
+    """Old configs have no 'block': they still build the same weights (the
+    trained rows must retrain to their recorded accuracy)."""
+    cfg = {"arch": "resnet20", "quant": "bnn", "act": "binary", "seed": 4, "num_classes": 10}
+    a = models.build_model(cfg).state_dict()
+    b = models.build_model(dict(cfg, block="basic")).state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
