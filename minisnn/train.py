@@ -18,9 +18,9 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import data as D
 from .figures import training_curves
-from .models import ACTS, QUANTS, build_model, mode_name
-from .nn import BatchNorm2d, softmax_cross_entropy
-from .optim import SCHEDULES, Adam, ParamGroups, lr_at, make_optimizer
+from .models import ACTS, BLOCKS, QUANTS, build_model, mode_name
+from .nn import BatchNorm2d, distillation_loss, softmax_cross_entropy
+from .optim import DECAY_RULES, OPTIMIZERS, SCHEDULES, Adam, ParamGroups, lr_at, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
 LOCK = "train.lock"
@@ -33,11 +33,18 @@ def update_hooks(model):
     return [m for _, m in model.named_modules() if hasattr(m, "after_update")]
 
 
-def train_step(model, optimizer, x, y, hooks=()):
-    """One forward, backward and update. Returns (loss, number correct)."""
+def train_step(model, optimizer, x, y, hooks=(), teacher=None):
+    """One forward, backward and update. Returns (loss, number correct).
+
+    With a ``teacher`` (a model in eval mode) the loss is the distillation
+    loss against its logits on the same images, without the label loss.
+    """
     model.zero_grad()
     logits = model.forward(x)
-    loss, dlogits = softmax_cross_entropy(logits, y)
+    if teacher is not None:
+        loss, dlogits = distillation_loss(logits, teacher.forward(x))
+    else:
+        loss, dlogits = softmax_cross_entropy(logits, y)
     model.backward(dlogits)
     optimizer.step()
     for module in hooks:
@@ -93,13 +100,14 @@ def build_optimizer(args, model):
     ``--codebook-lr`` on the same schedule (the authors' choice: a step of
     about lr whatever the size of P's sparse, small gradient)."""
     params = list(model.named_parameters())
+    decay = DECAY_RULES[args.decay_rule]
     if args.codebook_optimizer == "same":
         return make_optimizer(args.optimizer, params, args.lr, args.momentum, args.nesterov,
-                              args.weight_decay)
+                              args.weight_decay, decay)
     codebook = [(n, p) for n, p in params if n.endswith(".codebook.weight")]
     rest = [(n, p) for n, p in params if not n.endswith(".codebook.weight")]
     return ParamGroups([(make_optimizer(args.optimizer, rest, args.lr, args.momentum,
-                                        args.nesterov, args.weight_decay), 1.0),
+                                        args.nesterov, args.weight_decay, decay), 1.0),
                         (Adam(codebook, args.codebook_lr), args.codebook_lr / args.lr)])
 
 
@@ -109,7 +117,22 @@ def model_config(args):
         snn_options = {"refine": args.refine, "period": args.period, "init": args.init}
     return {"arch": args.arch, "quant": args.quant, "act": args.act,
             "tau": args.tau if args.quant == "snn" else None, "seed": args.seed,
-            "num_classes": 10, "act_grad": args.act_grad, "snn_options": snn_options}
+            "num_classes": 10, "act_grad": args.act_grad, "block": args.block,
+            "snn_options": snn_options}
+
+
+def load_teacher(path, student):
+    """The distillation teacher: a trained checkpoint's model in eval mode, refused
+    (ValueError naming the file) unless it takes the student's images and classes."""
+    teacher = ckpt.load_model(path)
+    for attr in ("input_size",):
+        if getattr(teacher, attr) != getattr(student, attr):
+            raise ValueError(f"{path}: teacher {attr} {getattr(teacher, attr)} differs from "
+                             f"the student's {getattr(student, attr)}")
+    if teacher.fc.weight.data.shape[0] != student.fc.weight.data.shape[0]:
+        raise ValueError(f"{path}: teacher has {teacher.fc.weight.data.shape[0]} classes, the "
+                         f"student {student.fc.weight.data.shape[0]}")
+    return teacher
 
 
 def _fmt_time(seconds):
@@ -179,6 +202,8 @@ def _run(args, out):
     path = out / CHECKPOINT
     train_cfg = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
     config = model_config(args)
+    model = build_model(config)  # a bad config fails here, before any data loads
+    teacher = load_teacher(args.teacher, model) if args.teacher else None
 
     dataset = D.load_from_args(args, progress=not args.quiet)
     batches = D.BatchIterator(dataset["x_train"], dataset["y_train"], args.batch_size,
@@ -190,7 +215,6 @@ def _run(args, out):
                          "training images: lower --batch-size")
     total_steps = steps_per_epoch * args.epochs
 
-    model = build_model(config)
     resuming = args.resume and path.exists()  # the checkpoint restores every array below
     if args.weights_from and not resuming:
         arrays, _ = ckpt.load_checkpoint(args.weights_from)
@@ -236,7 +260,7 @@ def _run(args, out):
             step = epoch * steps_per_epoch + i
             optimizer.lr = lr_at(step, total_steps, args.lr, args.schedule,
                                  args.warmup_epochs * steps_per_epoch)
-            loss, right = train_step(model, optimizer, xb, yb, hooks)
+            loss, right = train_step(model, optimizer, xb, yb, hooks, teacher)
             _check_finite(loss, epoch, i + 1, out)
             loss_sum += loss * len(yb)
             correct += right
@@ -291,6 +315,10 @@ def build_parser():
     m.add_argument("--quant", default="fp", choices=QUANTS,
                    help="weights: full precision, binary (BNN) or sub-bit (SNN)")
     m.add_argument("--act", default="real", choices=ACTS, help="activations: real or binary (sign)")
+    m.add_argument("--block", default="basic", choices=BLOCKS,
+                   help="'basic': He et al.'s block (Bi-Real double shortcut with binary "
+                   "activations); 'reactnet': ReActNet's block as in the sub-bit authors' code "
+                   "(binary activations; with --quant fp it is step 1 of the two-step recipe)")
     m.add_argument("--tau", type=int, default=5, help="bits per 3x3 kernel for --quant snn (1..9)")
     m.add_argument("--act-grad", default="approxsign", choices=("approxsign", "ste"),
                    help="surrogate gradient of binary activations")
@@ -308,20 +336,31 @@ def build_parser():
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, default=10)
     o.add_argument("--batch-size", type=int, default=128)
-    o.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    o.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="'adam' adds weight decay to the gradient (PyTorch's Adam, the "
+                   "authors' choice), 'adamw' decouples it")
     o.add_argument("--lr", type=float, default=0.1)
     o.add_argument("--momentum", type=float, default=0.9)
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
     o.add_argument("--weight-decay", type=float, default=5e-4,
-                   help="applied to conv/linear weights (latent binary weights too), "
-                   "not to biases, batch norm or codebooks")
+                   help="applied to the parameters --decay-rule picks")
+    o.add_argument("--decay-rule", default="minisnn", choices=sorted(DECAY_RULES),
+                   help="'minisnn': conv and linear weights (latent binary weights too), not "
+                   "biases, batch norm, shifts, PReLU or codebooks; 'authors': 4-D parameters "
+                   "and names containing 'conv' (shifts and codebooks too, not the classifier)")
+    o.add_argument("--teacher", metavar="CKPT", default=None,
+                   help="distil from this trained model (eval mode, no gradient): the loss is "
+                   "the cross-entropy between its softmax and the student's log-softmax, "
+                   "without the label loss")
     o.add_argument("--codebook-optimizer", default="same", choices=("same", "adam"),
                    help="sub-bit codebook parameters P: stepped by --optimizer like every "
                    "other parameter, or by their own Adam at --codebook-lr")
     o.add_argument("--codebook-lr", type=float, default=1e-3,
                    help="peak learning rate of P with --codebook-optimizer adam "
                    "(scheduled like --lr)")
-    o.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    o.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                   help="after the warm-up, per step: cosine to 0, linear to 0 (the authors' decay, "
+                   "which they step per epoch), x0.1 at 50%% and 75%%, or constant")
     o.add_argument("--warmup-epochs", type=int, default=1)
     o.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
                    help="after every epoch, re-estimate batch-norm running statistics on N "

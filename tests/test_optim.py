@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from minisnn.nn import Parameter
-from minisnn.optim import SGD, Adam, ParamGroups, lr_at, make_optimizer
+from minisnn.optim import SGD, Adam, AdamW, ParamGroups, decay_authors, lr_at, make_optimizer
 
 
 def _params():
@@ -37,7 +37,7 @@ def test_sgd_matches_reference_recursion(nesterov):
 
 def test_adamw_matches_reference():
     params = _params()
-    opt = Adam(params, lr=0.01, weight_decay=0.1)
+    opt = AdamW(params, lr=0.01, weight_decay=0.1)
     w = params[0][1].data.copy()
     m = v = np.zeros(2)
     for t in range(1, 4):
@@ -50,6 +50,44 @@ def test_adamw_matches_reference():
         w = w - 0.01 * 0.1 * w
         w = w - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
         np.testing.assert_allclose(params[0][1].data, w, rtol=1e-12)
+
+
+def test_adam_is_pytorchs_l2_adam():
+    """torch.optim.Adam: g += wd * w before the moments (the authors' optimizer)."""
+    params = _params()
+    opt = make_optimizer("adam", params, lr=0.01, weight_decay=0.1)
+    assert type(opt) is Adam
+    w = params[0][1].data.copy()
+    m = v = np.zeros(2)
+    for t in range(1, 4):
+        g = _grads(t)
+        for name, p in params:
+            p.grad = g[name].copy()
+        opt.step()
+        gw = g["w"] + 0.1 * w
+        m = 0.9 * m + 0.1 * gw
+        v = 0.999 * v + 0.001 * gw ** 2
+        w = w - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        np.testing.assert_allclose(params[0][1].data, w, rtol=1e-12)
+
+
+def test_authors_decay_rule_picks_4d_and_conv_parameters():
+    from minisnn import models
+    m = models.resnet20("snn", "binary", tau=5, block="reactnet")
+    named = dict(m.named_parameters())
+    picked = {n for n, p in named.items() if decay_authors(n, p)}
+    assert "layer1.0.move0.bias" in picked and "layer1.0.binary_conv.weight" in picked
+    assert "layer1.0.binary_conv.codebook.weight" in picked  # 'conv' in the name, as theirs
+    assert "layer2.0.downsample.1.weight" in picked and "conv1.weight" in picked
+    assert not {"fc.weight", "fc.bias", "layer1.0.prelu.weight", "bn1.weight"} & picked
+    opt = make_optimizer("adam", m.named_parameters(), 1e-3, weight_decay=1e-5, decay=decay_authors)
+    assert {n for n, d in opt.decays.items() if d} == picked
+
+
+def test_linear_schedule_decays_to_zero_after_warmup():
+    lrs = [lr_at(s, 10, 1.0, "linear", warmup_steps=2) for s in range(10)]
+    np.testing.assert_allclose(lrs, [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert lr_at(0, 4, 2e-3, "linear") == 2e-3 and lr_at(3, 4, 2e-3, "linear") == pytest.approx(5e-4)
 
 
 def test_optimizer_state_round_trip_continues_identically():
@@ -141,5 +179,5 @@ def test_schedules():
     assert lr_at(50, 100, 1.0, "step") == pytest.approx(0.1)
     assert lr_at(80, 100, 1.0, "step") == pytest.approx(0.01)
     assert lr_at(70, 100, 0.3, "constant") == 0.3
-    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
-        lr_at(0, 10, 1.0, "linear")
+    with pytest.raises(ValueError, match="unknown schedule 'exponential'"):
+        lr_at(0, 10, 1.0, "exponential")

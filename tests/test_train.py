@@ -27,14 +27,17 @@ def real_npz(tmp_path_factory):
     return path
 
 
-MODES = [("fp", "real"), ("bnn", "real"), ("bnn", "binary"), ("snn", "real"), ("snn", "binary")]
+MODES = [("fp", "real", "basic"), ("bnn", "real", "basic"), ("bnn", "binary", "basic"),
+         ("snn", "real", "basic"), ("snn", "binary", "basic"), ("fp", "binary", "reactnet"),
+         ("bnn", "binary", "reactnet"), ("snn", "binary", "reactnet")]
 
 
-@pytest.mark.parametrize("quant,act", MODES)
-def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act):
+@pytest.mark.parametrize("quant,act,block", MODES)
+def test_loss_falls_on_real_images_in_every_mode(real_npz, quant, act, block):
     d = D.load_cifar10(real_npz, progress=False)
     # sub-bit: tau=5, refining every 5 steps so 25 steps refine 5 times
-    model = models.resnet20(quant, act, seed=0, **({"tau": 5, "period": 5} if quant == "snn" else {}))
+    model = models.resnet20(quant, act, seed=0, block=block,
+                            **({"tau": 5, "period": 5} if quant == "snn" else {}))
     codebooks = {n: m.codebook.codes.copy() for n, m in model.named_modules() if hasattr(m, "codebook")}
     # Adam: binary-activation nets barely move in 20 SGD steps (BNN practice trains them with Adam)
     opt = optim.make_optimizer("adam", model.named_parameters(), 0.01)
@@ -149,6 +152,60 @@ def test_codebook_adam_group_leaves_the_other_parameters_as_plain_sgd_does(real_
     grouped, _ = ckpt.load_checkpoint(tmp_path / "adam" / "checkpoint.npz")
     _assert_same({k: v for k, v in plain.items() if k.startswith("model.")},
                  {k: v for k, v in grouped.items() if k.startswith("model.")})
+
+
+def test_two_step_recipe_with_a_teacher_trains_and_resumes_exactly(real_npz, tmp_path, capsys):
+    """Teacher -> step 1 (real weights, binary activations) -> step 2 (sub-bit),
+    both distilled, Adam with the authors' decay rule and linear decay; a
+    distilled run stopped and resumed ends with the same weights."""
+    assert train.main(_args(tmp_path / "teacher", real_npz, "--epochs", "1", "--test-subset", "40")) == 0
+    teacher = str(tmp_path / "teacher" / "checkpoint.npz")
+    recipe = ("--block", "reactnet", "--act", "binary", "--teacher", teacher, "--optimizer", "adam",
+              "--lr", "2e-3", "--schedule", "linear", "--warmup-epochs", "0", "--decay-rule", "authors",
+              "--test-subset", "40", "--epochs", "2")
+    assert train.main(_args(tmp_path / "step1", real_npz, *recipe, "--quant", "fp",
+                            "--weight-decay", "1e-5")) == 0
+    step1 = tmp_path / "step1" / "checkpoint.npz"
+    arrays, config = ckpt.load_checkpoint(step1)
+    assert config["model"]["block"] == "reactnet" and config["train"]["teacher"] == teacher
+    m = json.loads((tmp_path / "step1" / "metrics.json").read_text())
+    assert m["lr"] == pytest.approx([2e-3 * 7 / 12, 2e-3 / 12])  # 6 steps an epoch, per-step decay
+    step2 = (*recipe, "--quant", "snn", "--tau", "4", "--weight-decay", "0", "--period", "2",
+             "--weights-from", str(step1))
+    assert train.main(_args(tmp_path / "full", real_npz, *step2)) == 0
+    assert train.main(_args(tmp_path / "split", real_npz, *step2, "--stop-after", "1")) == 0
+    assert train.main(_args(tmp_path / "split", real_npz, *step2, "--resume")) == 0
+    _assert_same(_final_weights(tmp_path / "full" / "checkpoint.npz"),
+                 _final_weights(tmp_path / "split" / "checkpoint.npz"))
+    full, _ = ckpt.load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    assert not np.array_equal(full["model.layer1.0.move0.bias"], arrays["model.layer1.0.move0.bias"])
+
+
+def test_distillation_uses_the_teachers_logits_not_the_labels(real_npz):
+    d = D.load_cifar10(real_npz, progress=False)
+    x, y = D.normalize(d["x_train"][:8]), d["y_train"][:8]
+    teacher = models.resnet20(seed=5).eval()
+    runs = []
+    for labels in (y, (y + 1) % 10):
+        model = models.resnet20("bnn", "binary", block="reactnet", seed=1)
+        opt = optim.make_optimizer("adam", model.named_parameters(), 1e-3)
+        runs.append((train.train_step(model, opt, x, labels, teacher=teacher)[0],
+                     model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    _assert_same(runs[0][1], runs[1][1])
+    model = models.resnet20("bnn", "binary", block="reactnet", seed=1)
+    from minisnn.nn import distillation_loss
+    expect = distillation_loss(model.forward(x), teacher.forward(x))[0]
+    assert runs[0][0] == pytest.approx(expect, rel=1e-6)
+
+
+def test_a_teacher_for_other_classes_is_refused_before_data_loads(real_npz, tmp_path, capsys):
+    bad = models.resnet20(num_classes=7)
+    ckpt.save_checkpoint(tmp_path / "t.npz", {f"model.{k}": v for k, v in bad.state_dict().items()},
+                         {"model": bad.config})
+    assert train.main(_args(tmp_path / "run", tmp_path / "missing.npz", "--teacher",
+                            str(tmp_path / "t.npz"))) == 2
+    assert "t.npz: teacher has 7 classes, the student 10" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_changed_recipe(real_npz, tmp_path, capsys):
