@@ -25,9 +25,12 @@ def main(argv=None):
 
 # ------------------------------------------------------------------- train
 
-TRAIN_MODES = (  # (name, quant, act)
-    ("fp", "fp", "real"), ("1W/32A", "bnn", "real"), ("1W/1A", "bnn", "binary"),
-    ("tau=5 W/32A", "snn", "real"), ("tau=5 W/1A", "snn", "binary"),
+TRAIN_MODES = (  # (name, quant, act, block, distilled: Adam and an fp teacher, as the recipe)
+    ("fp", "fp", "real", "basic", False), ("1W/32A", "bnn", "real", "basic", False),
+    ("1W/1A", "bnn", "binary", "basic", False), ("tau=5 W/32A", "snn", "real", "basic", False),
+    ("tau=5 W/1A", "snn", "binary", "basic", False),
+    ("step1 KD", "fp", "binary", "reactnet", True), ("1W/1A KD", "bnn", "binary", "reactnet", True),
+    ("tau=5 W/1A KD", "snn", "binary", "reactnet", True),
 )
 
 
@@ -47,7 +50,10 @@ def _run_train(args):
     """Median wall time of one ResNet-20 training step (forward, backward,
     SGD update, codebook hooks) per mode, timed interleaved so load drift
     hits every mode alike; each timed step follows an untimed one of the
-    same mode, as in training."""
+    same mode, as in training. The 'KD' modes are the two-step recipe's:
+    ReActNet blocks, Adam, and an eval-mode full-precision ResNet-20
+    teacher's forward on the same batch; 'vs 1W/1A' compares with the
+    plain 1W/1A step."""
     import resource
     import time
 
@@ -61,13 +67,17 @@ def _run_train(args):
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
     steps = {}
-    for name, quant, act in TRAIN_MODES:
+    teacher = models.resnet20("fp", "real", seed=args.seed + 1).eval()
+    for name, quant, act, block, distilled in TRAIN_MODES:
         if args.modes and name not in args.modes:
             continue
-        model = models.resnet20(quant, act, tau=5 if quant == "snn" else None, seed=args.seed)
-        opt = make_optimizer("sgd", model.named_parameters(), 0.01, weight_decay=5e-4)
+        model = models.resnet20(quant, act, tau=5 if quant == "snn" else None, seed=args.seed,
+                                block=block)
+        opt = (make_optimizer("adam", model.named_parameters(), 1e-3) if distilled else
+               make_optimizer("sgd", model.named_parameters(), 0.01, weight_decay=5e-4))
         hooks = update_hooks(model)
-        steps[name] = lambda model=model, opt=opt, hooks=hooks: train_step(model, opt, x, y, hooks)
+        steps[name] = (lambda model=model, opt=opt, hooks=hooks, t=teacher if distilled else None:
+                       train_step(model, opt, x, y, hooks, t))
         steps[name]()  # warm-up: numba compilation, first allocations
     times = {name: [] for name in steps}
     for _ in range(args.repeats):
@@ -92,17 +102,20 @@ def _run_train(args):
         if r["mode"].startswith("tau="):
             bnn = by_mode.get("1W/" + r["mode"].split("W/")[1])
             r["vs_bnn"] = r["step_ms"] / bnn["step_ms"] if bnn else None
+        plain = by_mode.get("1W/1A")
+        r["vs_1w1a"] = r["step_ms"] / plain["step_ms"] if plain else None
     result = {"batch": args.batch, "repeats": args.repeats, "rows": rows,
               "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if not args.json:
         print(f"ResNet-20 training step, batch {args.batch}, median of {args.repeats} (interleaved)")
-        print(f"{'mode':<13}{'step ms':>9}{'min ms':>9}{'img/s':>8}{'vs fp':>7}{'vs BNN':>8}"
-              f"{'peak MiB':>10}")
+        print(f"{'mode':<15}{'step ms':>9}{'min ms':>9}{'img/s':>8}{'vs fp':>7}{'vs BNN':>8}"
+              f"{'vs 1W/1A':>10}{'peak MiB':>10}")
         for r in rows:
             vf = "-" if r["vs_fp"] is None else f"{r['vs_fp']:.2f}"
             vb = f"{r['vs_bnn']:.2f}" if r.get("vs_bnn") else "-"
-            print(f"{r['mode']:<13}{r['step_ms']:9.1f}{r['step_min_ms']:9.1f}{r['images_per_s']:8.0f}"
-                  f"{vf:>7}{vb:>8}{r['peak_step_mib']:10.0f}")
+            va = "-" if r["vs_1w1a"] is None else f"{r['vs_1w1a']:.2f}"
+            print(f"{r['mode']:<15}{r['step_ms']:9.1f}{r['step_min_ms']:9.1f}{r['images_per_s']:8.0f}"
+                  f"{vf:>7}{vb:>8}{va:>10}{r['peak_step_mib']:10.0f}")
         print(f"process peak RSS {result['process_max_rss_mib']:.0f} MiB")
     return result
 

@@ -127,3 +127,36 @@ def test_basic_block_models_are_unchanged_by_the_block_option():
     a = models.build_model(cfg).state_dict()
     b = models.build_model(dict(cfg, block="basic")).state_dict()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_fused_rprelu_equals_the_three_layers(rng):
+    """The block's one-pass move1 -> prelu -> move2 gives the layers' outputs
+    bit for bit and their gradients (float32 and float64)."""
+    for dtype in (np.float32, np.float64):
+        c = 5
+        layers = [nn.LearnableBias(c), nn.PReLU(c), nn.LearnableBias(c)]
+        layers[0].bias.data = rng.standard_normal((1, c, 1, 1)).astype(np.float32)
+        layers[1].weight.data = rng.uniform(-1, 1, c).astype(np.float32)
+        layers[2].bias.data = rng.standard_normal((1, c, 1, 1)).astype(np.float32)
+        for m in layers:
+            m.astype(dtype)
+        x = rng.standard_normal((3, c, 4, 6)).astype(dtype)
+        x[0, 0, 0, :2] = [-layers[0].bias.data[0, 0, 0, 0], -0.0]  # v = 0 and -0: the kink
+        ref = x
+        for m in layers:
+            ref = m.forward(ref)
+        params = [np.ascontiguousarray(m, dtype=dtype).reshape(-1) for m in
+                  (layers[0].bias.data, layers[1].weight.data, layers[2].bias.data)]
+        out = np.empty_like(x)
+        F.rprelu(x, *params, out)
+        np.testing.assert_array_equal(out, ref)
+        assert np.array_equal(np.signbit(out), np.signbit(ref))
+        dout = rng.standard_normal(x.shape).astype(dtype)
+        d = dout
+        for m in reversed(layers):
+            d = m.backward(d)
+        dx = np.empty_like(x)
+        sums = F.rprelu_backward(dout, x, params[0], params[1], dx)
+        np.testing.assert_allclose(dx, d, rtol=1e-6)
+        for got, m in zip(sums, (layers[0].bias, layers[1].weight, layers[2].bias)):
+            np.testing.assert_allclose(got.reshape(m.grad.shape), m.grad, rtol=1e-5, atol=1e-6)

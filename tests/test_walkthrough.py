@@ -28,9 +28,26 @@ def _run(step, out, *extra):
 @pytest.fixture(scope="module")
 def walked(tmp_path_factory):
     out = tmp_path_factory.mktemp("walkthrough")
-    assert [s.name[:3] for s in STEPS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
-    logs = {step.name[:2]: _run(step, out) for step in STEPS}
+    assert [s.name[:3] for s in STEPS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
+    # step 7 on the rows that make each kind of its runs (the others differ by arguments)
+    only = {"07": ["--only", "step1_a1", "snn5_1a_kd"]}
+    logs = {step.name[:2]: _run(step, out, *only.get(step.name[:2], [])) for step in STEPS}
     return out, logs
+
+
+def test_the_two_step_recipe_distils_and_starts_step_2_from_step_1(walked):
+    out, logs = walked
+    teacher = str(out / "models" / "fp" / "checkpoint.npz")
+    for name, starts in (("step1_a1", None), ("snn5_1a_kd", "step1_a1")):
+        _, config = load_checkpoint(out / "models" / name / "checkpoint.npz")
+        assert config["model"]["block"] == "reactnet" and config["train"]["teacher"] == teacher
+        assert config["train"]["optimizer"] == "adam" and config["train"]["schedule"] == "linear"
+        want = None if starts is None else str(out / "models" / starts / "checkpoint.npz")
+        assert config["train"]["weights_from"] == want, name
+    assert config["model"]["quant"] == "snn" and config["train"]["weight_decay"] == 0
+    assert (out / "07_recipe_accuracy.png").read_bytes()[:8] == PNG
+    assert (out / "07_snn5_1a_kd_kernels.png").read_bytes()[:8] == PNG
+    assert "layer3.5.binary_conv" in logs["07"] and "fp: -m minisnn.train" not in logs["07"]
 
 
 def test_every_model_is_trained_once_and_tabled(walked):

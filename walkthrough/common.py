@@ -20,11 +20,20 @@ from pathlib import Path
 from minisnn.checkpoint import write_json  # noqa: F401  (the scripts write results with it)
 from minisnn.train import lock_holder
 
-# One recipe for every row (walkthrough/README.md says how it was chosen).
+# The recipe of steps 1 and 3 (walkthrough/README.md says how it was chosen).
 # A value of None is a flag without a value.
 RECIPE = {"optimizer": "sgd", "lr": "0.1", "momentum": "0.9", "nesterov": None,
           "weight-decay": "5e-4", "schedule": "cosine", "warmup-epochs": "1",
           "batch-size": "128", "act-grad": "approxsign", "bn-recalibrate": "5000"}
+# The sub-bit authors' recipe for binary activations (step 7): ReActNet blocks,
+# Adam for every parameter (codebooks included) with the learning rate decayed
+# linearly to zero, distillation from the full-precision model; weight decay
+# (their rule) 1e-5 in step 1, 0 in step 2 (the rows' own arguments). lr 1e-3 at
+# batch 128; batch-norm recalibration as in RECIPE.
+RECIPE_KD = {"block": "reactnet", "optimizer": "adam", "lr": "1e-3", "schedule": "linear",
+             "warmup-epochs": "0", "decay-rule": "authors", "batch-size": "128",
+             "act-grad": "approxsign", "bn-recalibrate": "5000"}
+RECIPES = {"sgd-cosine": RECIPE, "reactnet-kd": RECIPE_KD}
 # Every row trains as long as the main rows: each ablation and tau=6 is compared
 # with a main row, and a shorter run would confound that comparison.
 EPOCHS = 30
@@ -33,8 +42,8 @@ EPOCHS = 30
 QUICK = {"epochs": 2, "subset": 1280, "test_subset": 500, "bn_recalibrate": 256, "period": 5}
 
 
-def recipe_args(quick=False):
-    recipe = dict(RECIPE)
+def recipe_args(quick=False, recipe="sgd-cosine"):
+    recipe = dict(RECIPES[recipe])
     if quick:  # --period matters to sub-bit rows only; the others ignore it
         recipe.update({"bn-recalibrate": str(QUICK["bn_recalibrate"]), "period": str(QUICK["period"])})
     return [a for k, v in recipe.items() for a in (f"--{k}",) + (() if v is None else (v,))]
@@ -52,12 +61,38 @@ MODELS = {
                           ["--quant", "snn", "--act", "real", "--tau", "5", "--no-refine"]),
     "snn5_32a_frequent": ("tau=5 W/32A, 'frequent' init",
                           ["--quant", "snn", "--act", "real", "--tau", "5", "--init", "frequent"]),
+    # the authors' recipe (RECIPE_KD): step 1, then step 2 rows from it
+    "step1_a1": ("step 1: real W/1A (KD)", ["--quant", "fp", "--act", "binary",
+                                            "--weight-decay", "1e-5"]),
+    "bnn_1a_kd": ("1W/1A (KD)", ["--quant", "bnn", "--act", "binary", "--weight-decay", "0"]),
 }
+for _tau in (6, 5, 4):
+    MODELS[f"snn{_tau}_1a_kd"] = (f"tau={_tau} W/1A (KD)", [
+        "--quant", "snn", "--act", "binary", "--tau", str(_tau), "--weight-decay", "0"])
+MODELS["snn5_1a_kd_norefine"] = ("tau=5 W/1A (KD), no refinement",
+                                 MODELS["snn5_1a_kd"][1] + ["--no-refine"])
+for _name in ("snn5_1a_kd", "snn5_1a_kd_norefine"):  # second seeds: the refinement comparison
+    MODELS[f"{_name}_s1"] = (MODELS[_name][0] + ", seed 1", MODELS[_name][1])
+KD_MODELS = tuple(n for n in MODELS if n == "step1_a1" or "_kd" in n)
+# name -> seed offset added to --seed
+SEED_OFFSET = {n: 1 for n in MODELS if n.endswith("_s1")}
+
+
+def recipe_of(name):
+    return "reactnet-kd" if name in KD_MODELS else "sgd-cosine"
+
+
 # name -> [(train.py option, model whose checkpoint it takes)]: every binary and
-# sub-bit row starts from the trained full-precision weights (two-stage training);
-# 'frequent' initialisation also takes its codebooks from the trained 1W/32A model.
-DEPENDS = {name: [("--weights-from", "fp")] for name in MODELS if name != "fp"}
+# sub-bit row of the first recipe starts from the trained full-precision weights
+# (two-stage training); 'frequent' initialisation also takes its codebooks from
+# the trained 1W/32A model. The KD rows distil from the full-precision model, and
+# step 2 starts from step 1.
+DEPENDS = {name: [("--weights-from", "fp")] for name in MODELS
+           if name != "fp" and name not in KD_MODELS}
 DEPENDS["snn5_32a_frequent"].append(("--init-from", "bnn_32a"))
+DEPENDS["step1_a1"] = [("--teacher", "fp")]
+for _name in KD_MODELS[1:]:
+    DEPENDS[_name] = [("--weights-from", "step1_a1"), ("--teacher", "fp")]
 
 
 def with_dependencies(name):
@@ -93,8 +128,9 @@ def model_dir(args, name):
 
 def train_command(args, name):
     _, mode = MODELS[name]
-    cmd = [sys.executable, "-m", "minisnn.train", *mode, *recipe_args(args.quick),
-           "--epochs", str(QUICK["epochs"] if args.quick else EPOCHS), "--seed", str(args.seed),
+    seed = args.seed + SEED_OFFSET.get(name, 0)
+    cmd = [sys.executable, "-m", "minisnn.train", *recipe_args(args.quick, recipe_of(name)), *mode,
+           "--epochs", str(QUICK["epochs"] if args.quick else EPOCHS), "--seed", str(seed),
            "--out", str(model_dir(args, name)), "--log-every", "10"]
     if args.quick:
         cmd += ["--subset", str(QUICK["subset"]), "--test-subset", str(QUICK["test_subset"])]
