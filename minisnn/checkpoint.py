@@ -35,12 +35,13 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def save_checkpoint(path, arrays, config):
+def save_checkpoint(path, arrays, config, compress=False):
     """Write ``arrays`` (name -> array) and ``config`` (JSON-able dict) to ``path``.
 
     Returns the path as a :class:`pathlib.Path`. Object arrays, non-string
     names, the reserved name ``__config__`` and configs JSON cannot hold are
-    refused with a ValueError naming the file and the culprit.
+    refused with a ValueError naming the file and the culprit. ``compress``
+    deflates the members (smaller files to ship, slower to write).
     """
     path = pathlib.Path(path)
     if not isinstance(config, dict):
@@ -62,7 +63,14 @@ def save_checkpoint(path, arrays, config):
         raise ValueError(f"{path}: config is not JSON serialisable: {exc}") from None
     checked[CONFIG_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    return _write_atomically(path, lambda f: _write_npz(f, checked))
+    return _write_atomically(path, lambda f: _write_npz(f, checked, compress))
+
+
+def save_inference(path, model, **info):
+    """A compressed checkpoint of ``model``'s state alone (no optimizer state):
+    what :func:`load_model` needs, plus ``info`` (e.g. accuracy) in the config."""
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    return save_checkpoint(path, arrays, dict(info, model=model.config), compress=True)
 
 
 def write_json(path, value):
@@ -96,10 +104,11 @@ def _write_atomically(path, write):
     return path
 
 
-def _write_npz(f, arrays):
+def _write_npz(f, arrays, compress=False):
     # What np.savez does, minus its keyword collisions (an array named "file")
     # and with pickling switched off as a second guard.
-    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, mode="w", compression=mode, allowZip64=True) as zf:
         for name, value in arrays.items():
             with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, value, allow_pickle=False)

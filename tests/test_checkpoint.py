@@ -280,3 +280,18 @@ def test_init_module_from_refuses_misshapen_or_unrelated_arrays(tmp_path):
     with pytest.raises(ValueError, match=r"m\.npz.*no array matches"):
         init_module_from(module, {"model.other": np.zeros(3)}, tmp_path / "m.npz")
     assert np.array_equal(module.weight.data, before)  # a refused source changes nothing
+
+
+def test_inference_checkpoint_is_compressed_and_rebuilds_the_model(tmp_path):
+    import zipfile
+    from minisnn import models
+    model = models.resnet20("snn", "binary", tau=4, block="reactnet", seed=2).eval()
+    path = checkpoint.save_inference(tmp_path / "m.npz", model, test_accuracy=12.5)
+    with zipfile.ZipFile(path) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert not any(i.filename.startswith("optim.") for i in zf.infolist())
+    _, config = checkpoint.load_checkpoint(path)
+    assert config["test_accuracy"] == 12.5 and config["model"]["block"] == "reactnet"
+    loaded = checkpoint.load_model(path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
