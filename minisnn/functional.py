@@ -585,3 +585,40 @@ def rprelu_backward(dout, x, shift_in, slope, dx):
         d_slope[c] = s_slope
         d_out[c] = s_out
     return d_in, d_slope, d_out
+
+
+@njit(parallel=True, cache=True)
+def shifted_sign(x, shift, out):
+    """out = sign(x + shift[c]) (+1 where x + shift >= 0), ReActNet's RSign in one pass."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        b = shift[c]
+        for y in range(h):
+            for z in range(w):
+                out[n, c, y, z] = 1 if x[n, c, y, z] * np.float32(1) + b >= 0 else -1
+
+
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+def shifted_sign_backward(dout, x, shift, approx, dx):
+    """Gradient of :func:`shifted_sign` through its surrogate at v = x + shift[c]
+    (ApproxSign (2 - 2|v|)_+ if ``approx``, else the clip STE 1{|v| <= 1});
+    fills dx and returns the shift's gradient, its per-channel sum, in float64."""
+    n_img, c_in, h, w = x.shape
+    dshift = np.empty(c_in)
+    for c in prange(c_in):
+        b = shift[c]
+        s = 0.0
+        for n in range(n_img):
+            for y in range(h):
+                for z in range(w):
+                    v = x[n, c, y, z] * np.float32(1) + b
+                    if approx:
+                        g = dout[n, c, y, z] * max(2 - 2 * abs(v), 0)
+                    else:
+                        g = dout[n, c, y, z] if abs(v) <= 1 else 0
+                    dx[n, c, y, z] = g
+                    s += g
+        dshift[c] = s
+    return dshift

@@ -89,11 +89,12 @@ class ReActBlock(Module):
 
         out = move2(prelu(move1(bn1(binary_conv(sign(move0(x)))) + shortcut(x))))
 
-    The sign is ``binary_conv``'s own input sign (``binary_act=True``); the
-    shortcut is the identity, or ``downsample`` = 2x2 average pool, 1x1
-    full-precision conv, batch norm where the shape changes. ``move1``,
-    ``prelu`` and ``move2`` hold the parameters; the block runs the three as
-    one fused pass, tested equal to the layers one after another.
+    The sign is ``binary_conv``'s input sign (``binary_act=True``, its
+    ``grad`` the surrogate); the shortcut is the identity, or ``downsample`` =
+    2x2 average pool, 1x1 full-precision conv, batch norm where the shape
+    changes. ``move0`` and the sign, and ``move1``, ``prelu`` and ``move2``,
+    hold the parameters but run fused, one pass each (the float operations of
+    the layers one after another: tested equal to them).
     """
 
     def __init__(self, in_planes, planes, stride, conv, rng=None):
@@ -114,23 +115,31 @@ class ReActBlock(Module):
                 (self.move1.bias, self.prelu.weight, self.move2.bias)]
 
     def forward(self, x):
-        out = self.bn1.forward(self.binary_conv.forward(self.move0.forward(x)))
+        # move0 -> sign in one pass (functional.shifted_sign), then the conv proper
+        shift = np.ascontiguousarray(self.move0.bias.data.reshape(-1), dtype=x.dtype)
+        signs = np.empty_like(x)
+        F.shifted_sign(x, shift, signs)
+        out = self.bn1.forward(self.binary_conv.conv_forward(signs))
         out += x if self.downsample is None else self.downsample.forward(x)
         # move1 -> prelu -> move2 in one pass (functional.rprelu: the same operations)
         y = np.empty_like(out)
         F.rprelu(out, *self._rprelu_params(out.dtype), y)
-        self.cache = out
+        self.cache = (x, shift, out)
         return y
 
     def backward(self, dout):
-        out, self.cache = self.cache, None
+        (x, shift, out), self.cache = self.cache, None
         shift_in, slope, _ = self._rprelu_params(out.dtype)
         d = np.empty_like(out)
         sums = F.rprelu_backward(np.ascontiguousarray(dout), out, shift_in, slope, d)
         for param, grad in zip((self.move1.bias, self.prelu.weight, self.move2.bias), sums):
             param.grad += grad.reshape(param.grad.shape).astype(param.grad.dtype)
         dout = d
-        dx = self.move0.backward(self.binary_conv.backward(self.bn1.backward(dout)))
+        dsigns = np.ascontiguousarray(self.binary_conv.conv_backward(self.bn1.backward(dout)))
+        dx = np.empty_like(x)
+        approx = self.binary_conv.input_sign.grad == "approxsign"
+        dshift = F.shifted_sign_backward(dsigns, np.ascontiguousarray(x), shift, approx, dx)
+        self.move0.bias.grad += dshift.reshape(self.move0.bias.grad.shape).astype(dx.dtype)
         dx += dout if self.downsample is None else self.downsample.backward(dout)
         return dx
 

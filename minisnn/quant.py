@@ -76,6 +76,17 @@ class QuantConv2d(Module):
     def forward(self, x):
         if self.input_sign is not None:
             x = self.input_sign.forward(x)
+        return self.conv_forward(x)
+
+    def backward(self, dout):
+        dx = self.conv_backward(dout)
+        if self.input_sign is not None:
+            dx = self.input_sign.backward(dx)
+        return dx
+
+    def conv_forward(self, x):
+        """The conv alone, on an input already through the input sign (a block
+        that fuses the sign with its own shift calls this instead of forward)."""
         b, alpha = self.binary_weight()
         out, conv_cache = F.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
                                            self.padding)
@@ -86,7 +97,8 @@ class QuantConv2d(Module):
         self.cache = (conv_cache, alpha)
         return out
 
-    def backward(self, dout):
+    def conv_backward(self, dout):
+        """Gradients of :meth:`conv_forward`; returns the gradient w.r.t. its input."""
         conv_cache, alpha = self.cache
         self.cache = None
         scaled = dout
@@ -95,8 +107,6 @@ class QuantConv2d(Module):
             F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
         dx, dB = F.conv2d_backward(scaled, conv_cache)
         self.binary_weight_backward(dB)
-        if self.input_sign is not None:
-            dx = self.input_sign.backward(dx)
         return dx
 
 

@@ -28,15 +28,43 @@ def _randomize(block, rng):
             p.data = rng.uniform(0.5, 1.5, p.data.shape).astype(p.data.dtype)
 
 
+def _approx(v):
+    """ApproxSign, the smooth function whose derivative is the sign's surrogate gradient."""
+    return np.where(v < -1, -1, np.where(v < 0, 2 * v + v * v, np.where(v < 1, 2 * v - v * v, 1)))
+
+
 @pytest.mark.parametrize("in_planes,planes,stride", [(4, 4, 1), (4, 8, 2), (4, 6, 1)])
-def test_reactnet_block_wiring_gradients(rng, in_planes, planes, stride):
-    """With a real-input conv the block is smooth: every gradient (shifts,
-    PReLU, batch norms, the downsample's 1x1 conv, the input) by finite differences."""
-    conv = lambda c_in, c_out, s: nn.Conv2d(c_in, c_out, 3, s, 1, rng=rng)
+def test_reactnet_block_gradients(rng, in_planes, planes, stride):
+    """Every gradient of the block (input, shifts, conv weights, PReLU, batch
+    norms, the downsample's 1x1 conv) by finite differences of the block with
+    the straight-through sign written out: sign(v0) + approx(v) - approx(v0),
+    equal to sign(v) at the point v0 and with ApproxSign's derivative (step
+    1's real-weight conv keeps the rest smooth)."""
+    conv = lambda c_in, c_out, s: SignInputConv2d(c_in, c_out, 3, s, 1, binary_act=True, rng=rng)
     block = models.ReActBlock(in_planes, planes, stride, conv, rng=rng)
     assert (block.downsample is None) == (stride == 1 and in_planes == planes)
     _randomize(block, rng)
-    check_module(block, rng.standard_normal((3, in_planes, 4, 4)), rng, atol=1e-6, rtol=1e-4)
+    block.astype(np.float64)
+    x = rng.uniform(-1.3, 1.3, (3, in_planes, 4, 4))
+
+    v0 = block.move0.forward(x)
+    straight = np.where(v0 >= 0, 1.0, -1.0) - _approx(v0)
+
+    def smooth(x):
+        out = block.binary_conv.conv_forward(straight + _approx(block.move0.forward(x)))
+        out = block.bn1.forward(out)
+        out = out + (x if block.downsample is None else block.downsample.forward(x))
+        return block.move2.forward(block.prelu.forward(block.move1.forward(out)))
+
+    r = rng.standard_normal(block.forward(x).shape)
+    block.zero_grad()
+    block.forward(x)
+    dx = block.backward(r)
+    analytic = {name: p.grad.copy() for name, p in block.named_parameters()}
+    loss = lambda: float(np.sum(smooth(x) * r))
+    assert_close(dx, numerical_grad(loss, x), "input", 1e-4, 1e-6)
+    for name, p in block.named_parameters():
+        assert_close(analytic[name], numerical_grad(loss, p.data), name, 1e-4, 1e-6)
 
 
 def test_reactnet_block_forward_is_the_authors_formula(rng):

@@ -117,5 +117,5 @@ def test_resnet20_modes(quant, act, name):
 def test_bad_modes():
     with pytest.raises(ValueError, match="unknown quant 'int4'"):
         models.resnet20("int4")
-    with pytest.raises(ValueError, match="binary activations need binary weights"):
+    with pytest.raises(ValueError, match="quant .fp. with act .binary. needs block .reactnet."):
         models.resnet20("fp", "binary")
