@@ -77,7 +77,7 @@ def _run_train(args):
                make_optimizer("sgd", model.named_parameters(), 0.01, weight_decay=5e-4))
         hooks = update_hooks(model)
         steps[name] = (lambda model=model, opt=opt, hooks=hooks, t=teacher if distilled else None:
-                       train_step(model, opt, x, y, hooks, t))
+                       train_step(model, opt, x, y, hooks, None if t is None else t.forward(x)))
         steps[name]()  # warm-up: numba compilation, first allocations
     times = {name: [] for name in steps}
     for _ in range(args.repeats):

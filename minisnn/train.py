@@ -17,6 +17,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import data as D
+from .distill import TeacherLogits, load_teacher
 from .figures import training_curves
 from .models import ACTS, BLOCKS, QUANTS, build_model, mode_name
 from .nn import BatchNorm2d, distillation_loss, softmax_cross_entropy
@@ -25,7 +26,8 @@ from .optim import DECAY_RULES, OPTIMIZERS, SCHEDULES, Adam, ParamGroups, lr_at,
 CHECKPOINT = "checkpoint.npz"
 LOCK = "train.lock"
 # Arguments that may differ on --resume without changing the run's result.
-RESUME_FREE = ("data", "cache_dir", "out", "resume", "stop_after", "log_every", "quiet")
+RESUME_FREE = ("data", "cache_dir", "out", "resume", "stop_after", "log_every", "quiet",
+               "teacher_cache")
 
 
 def update_hooks(model):
@@ -33,16 +35,16 @@ def update_hooks(model):
     return [m for _, m in model.named_modules() if hasattr(m, "after_update")]
 
 
-def train_step(model, optimizer, x, y, hooks=(), teacher=None):
+def train_step(model, optimizer, x, y, hooks=(), teacher_logits=None):
     """One forward, backward and update. Returns (loss, number correct).
 
-    With a ``teacher`` (a model in eval mode) the loss is the distillation
-    loss against its logits on the same images, without the label loss.
+    With ``teacher_logits`` (a teacher's logits on the same images) the loss
+    is the distillation loss against them, without the label loss.
     """
     model.zero_grad()
     logits = model.forward(x)
-    if teacher is not None:
-        loss, dlogits = distillation_loss(logits, teacher.forward(x))
+    if teacher_logits is not None:
+        loss, dlogits = distillation_loss(logits, teacher_logits)
     else:
         loss, dlogits = softmax_cross_entropy(logits, y)
     model.backward(dlogits)
@@ -119,20 +121,6 @@ def model_config(args):
             "tau": args.tau if args.quant == "snn" else None, "seed": args.seed,
             "num_classes": 10, "act_grad": args.act_grad, "block": args.block,
             "snn_options": snn_options}
-
-
-def load_teacher(path, student):
-    """The distillation teacher: a trained checkpoint's model in eval mode, refused
-    (ValueError naming the file) unless it takes the student's images and classes."""
-    teacher = ckpt.load_model(path)
-    for attr in ("input_size",):
-        if getattr(teacher, attr) != getattr(student, attr):
-            raise ValueError(f"{path}: teacher {attr} {getattr(teacher, attr)} differs from "
-                             f"the student's {getattr(student, attr)}")
-    if teacher.fc.weight.data.shape[0] != student.fc.weight.data.shape[0]:
-        raise ValueError(f"{path}: teacher has {teacher.fc.weight.data.shape[0]} classes, the "
-                         f"student {student.fc.weight.data.shape[0]}")
-    return teacher
 
 
 def _fmt_time(seconds):
@@ -214,6 +202,12 @@ def _run(args, out):
         raise ValueError(f"batch size {args.batch_size} exceeds the {len(dataset['y_train'])} "
                          "training images: lower --batch-size")
     total_steps = steps_per_epoch * args.epochs
+    teacher_cache = None
+    if teacher is not None and args.teacher_cache:
+        teacher_cache = TeacherLogits(args.teacher_cache, args.teacher, dataset["x_train"],
+                                      dataset["y_train"], args.seed, args.batch_size,
+                                      not args.no_augment, steps_per_epoch,
+                                      model.fc.weight.data.shape[0])
 
     resuming = args.resume and path.exists()  # the checkpoint restores every array below
     if args.weights_from and not resuming:
@@ -256,11 +250,18 @@ def _run(args, out):
     for epoch in range(start_epoch, stop_at):
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
+        cached = teacher_cache.load(epoch) if teacher_cache else None
+        fresh = []
         for i, (xb, yb) in enumerate(batches.epoch(epoch)):
             step = epoch * steps_per_epoch + i
             optimizer.lr = lr_at(step, total_steps, args.lr, args.schedule,
                                  args.warmup_epochs * steps_per_epoch)
-            loss, right = train_step(model, optimizer, xb, yb, hooks, teacher)
+            t_logits = None
+            if teacher is not None:
+                t_logits = cached[i] if cached is not None else teacher.forward(xb)
+                if teacher_cache and cached is None:
+                    fresh.append(t_logits)
+            loss, right = train_step(model, optimizer, xb, yb, hooks, t_logits)
             _check_finite(loss, epoch, i + 1, out)
             loss_sum += loss * len(yb)
             correct += right
@@ -275,6 +276,8 @@ def _run(args, out):
                       f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
                       f"lr {optimizer.lr:.4g} {rate:.0f} img/s ETA {_fmt_time(eta)}", flush=True)
         seconds = time.perf_counter() - t0
+        if teacher_cache and cached is None:
+            teacher_cache.save(epoch, fresh)
         if args.bn_recalibrate:
             # augmented as in training: the batch-norm affine was learnt on those statistics
             recalibrate_batchnorm(model, recal_x if args.no_augment else
@@ -352,6 +355,10 @@ def build_parser():
                    help="distil from this trained model (eval mode, no gradient): the loss is "
                    "the cross-entropy between its softmax and the student's log-softmax, "
                    "without the label loss")
+    o.add_argument("--teacher-cache", metavar="DIR", default=None,
+                   help="keep the teacher's logits of every epoch here, keyed by teacher, "
+                   "data, seed, batch size and augmentation; runs that share them read "
+                   "instead of recomputing (the same arrays)")
     o.add_argument("--codebook-optimizer", default="same", choices=("same", "adam"),
                    help="sub-bit codebook parameters P: stepped by --optimizer like every "
                    "other parameter, or by their own Adam at --codebook-lr")

@@ -181,6 +181,29 @@ def test_two_step_recipe_with_a_teacher_trains_and_resumes_exactly(real_npz, tmp
     assert not np.array_equal(full["model.layer1.0.move0.bias"], arrays["model.layer1.0.move0.bias"])
 
 
+def test_teacher_logit_cache_gives_the_same_run(real_npz, tmp_path):
+    """A distilled run that reads its teacher's logits from the cache another run
+    wrote ends with the very weights of one that computes them."""
+    assert train.main(_args(tmp_path / "teacher", real_npz, "--epochs", "1", "--test-subset", "40")) == 0
+    kd = ("--block", "reactnet", "--act", "binary", "--quant", "bnn", "--optimizer", "adam",
+          "--lr", "1e-3", "--epochs", "2", "--test-subset", "40",
+          "--teacher", str(tmp_path / "teacher" / "checkpoint.npz"))
+    cache = tmp_path / "logits"
+    assert train.main(_args(tmp_path / "plain", real_npz, *kd)) == 0
+    assert train.main(_args(tmp_path / "writes", real_npz, *kd, "--teacher-cache", str(cache))) == 0
+    files = sorted(cache.glob("*/epoch-*.npy"))
+    assert [f.name for f in files] == ["epoch-0001.npy", "epoch-0002.npy"]
+    assert np.load(files[0]).shape == (6, 40, 10)
+    assert train.main(_args(tmp_path / "reads", real_npz, *kd, "--teacher-cache", str(cache))) == 0
+    for run in ("writes", "reads"):
+        _assert_same(_final_weights(tmp_path / "plain" / "checkpoint.npz"),
+                     _final_weights(tmp_path / run / "checkpoint.npz"))
+    # another seed sees other batches: another key, not the cached logits
+    assert train.main(_args(tmp_path / "seed1", real_npz, *kd, "--seed", "1", "--epochs", "1",
+                            "--teacher-cache", str(cache))) == 0
+    assert len(list(cache.glob("*/key.json"))) == 2
+
+
 def test_distillation_uses_the_teachers_logits_not_the_labels(real_npz):
     d = D.load_cifar10(real_npz, progress=False)
     x, y = D.normalize(d["x_train"][:8]), d["y_train"][:8]
@@ -189,7 +212,7 @@ def test_distillation_uses_the_teachers_logits_not_the_labels(real_npz):
     for labels in (y, (y + 1) % 10):
         model = models.resnet20("bnn", "binary", block="reactnet", seed=1)
         opt = optim.make_optimizer("adam", model.named_parameters(), 1e-3)
-        runs.append((train.train_step(model, opt, x, labels, teacher=teacher)[0],
+        runs.append((train.train_step(model, opt, x, labels, teacher_logits=teacher.forward(x))[0],
                      model.state_dict()))
     assert runs[0][0] == runs[1][0]
     _assert_same(runs[0][1], runs[1][1])

@@ -45,6 +45,8 @@ def test_the_two_step_recipe_distils_and_starts_step_2_from_step_1(walked):
         want = None if starts is None else str(out / "models" / starts / "checkpoint.npz")
         assert config["train"]["weights_from"] == want, name
     assert config["model"]["quant"] == "snn" and config["train"]["weight_decay"] == 0
+    # both rows have seed 0: the second read the first one's teacher logits
+    assert len(list((out / "teacher-logits").glob("*/epoch-*.npy"))) == 2
     assert (out / "07_recipe_accuracy.png").read_bytes()[:8] == PNG
     assert (out / "07_snn5_1a_kd_kernels.png").read_bytes()[:8] == PNG
     assert "layer3.5.binary_conv" in logs["07"] and "fp: -m minisnn.train" not in logs["07"]

@@ -138,6 +138,8 @@ def train_command(args, name):
         cmd += ["--data", args.data]
     for option, dep in DEPENDS.get(name, []):
         cmd += [option, str(checkpoint(args, dep))]
+    if name in KD_MODELS:  # the rows of one seed share their teacher's logits
+        cmd += ["--teacher-cache", str(Path(args.out) / "teacher-logits")]
     if (model_dir(args, name) / "checkpoint.npz").exists():
         cmd.append("--resume")
     return cmd
