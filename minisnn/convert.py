@@ -94,7 +94,7 @@ def _shape(state, key, source, ndim, what):
 
 
 def _block_kind(state, block, source, sign_weights):
-    """('snn', tau) / ('bnn', None) / ('fp', None) for the conv of ``block``."""
+    """``(quant, tau, key)`` of the conv of ``block``: its mode and the key that says so."""
     if block + PATTERNS in state:
         key = block + PATTERNS
         rows, cols = _shape(state, key, source, 2, "sub-bit patterns (2^tau, 9)")
@@ -102,10 +102,10 @@ def _block_kind(state, block, source, sign_weights):
         if cols != 9 or rows != 1 << tau or not 1 <= tau <= 9:
             raise ValueError(f"{source}: {key!r} has shape {(rows, cols)}, expected (2^tau, 9) "
                              "with tau in 1..9")
-        return "snn", tau
+        return "snn", tau, key
     if block + FLAT_WEIGHTS in state:
-        return "bnn", None
-    return ("bnn" if sign_weights else "fp"), None
+        return "bnn", None, block + FLAT_WEIGHTS
+    return ("bnn" if sign_weights else "fp"), None, block + ".binary_conv.weight"
 
 
 def infer(state, source="checkpoint", sign_weights=False):
@@ -117,16 +117,24 @@ def infer(state, source="checkpoint", sign_weights=False):
     if c0 != widths[0]:
         raise ValueError(f"{source}: 'conv1.weight' has {c0} output channels, but layer1 is "
                          f"{widths[0]} wide; minisnn's stem is as wide as layer1")
-    classes = _shape(state, "fc.weight", source, 2, "the classifier")[0]
-    blocks = sorted({m.group(1) for m in map(re.compile(r"(layer\d+\.\d+)\.").match, state) if m},
+    classes, features = _shape(state, "fc.weight", source, 2, "the classifier")
+    if features != widths[-1]:
+        raise ValueError(f"{source}: 'fc.weight' has shape {state['fc.weight'].shape}, expected "
+                         f"(classes, {widths[-1]}) after layer4's {widths[-1]} channels")
+    # blocks with a conv, in order (a block without one fails placement, named there)
+    blocks = sorted({m.group(1) for m in map(re.compile(r"(layer\d+\.\d+)\.binary_conv\.").match,
+                                             state) if m},
                     key=lambda b: [int(n) for n in re.findall(r"\d+", b)])
-    quant, tau = _block_kind(state, blocks[0], source, sign_weights)
+    if not blocks:
+        first = next((k for k in state if k.startswith("layer1.")), None)
+        raise ValueError(f"{source}: no block conv ('layerS.B.binary_conv.*') in the checkpoint; "
+                         f"layer1's first key is {first!r}: not the authors' ReActNet layout")
+    quant, tau, _ = _block_kind(state, blocks[0], source, sign_weights)
     for block in blocks[1:]:
-        kind = _block_kind(state, block, source, sign_weights)
-        if kind != (quant, tau):
-            first = next(k for k in state if k.startswith(block + ".binary_conv"))
-            raise ValueError(f"{source}: {first!r} makes {block} a {kind[0]} conv"
-                             + (f" of tau {kind[1]}" if kind[1] else "")
+        other, other_tau, key = _block_kind(state, block, source, sign_weights)
+        if (other, other_tau) != (quant, tau):
+            raise ValueError(f"{source}: {key!r} makes {block} a {other} conv"
+                             + (f" of tau {other_tau}" if other_tau else "")
                              + f", but {blocks[0]} is {quant}" + (f" of tau {tau}" if tau else "")
                              + "; minisnn models use one mode and one tau")
     return {"arch": ARCH, "quant": quant, "act": "binary", "tau": tau, "seed": 0,

@@ -364,11 +364,10 @@ def _materialize(obj, data, path):
         if id(value) in done:
             return done[id(value)]
         if type(value) is _Tensor:
-            base = data[value.storage.key]
+            base = data[value.storage.key]  # read-only, so is every view of it
             item = base.itemsize
-            out = np.lib.stride_tricks.as_strided(
-                base[value.offset:], value.shape, [s * item for s in value.strides],
-                writeable=False)
+            out = np.ndarray(value.shape, base.dtype, base, value.offset * item,
+                             [s * item for s in value.strides])
         elif type(value) in (dict, collections.OrderedDict):
             done[id(value)] = value  # in place: shared and cyclic references stay so
             for k in list(value):

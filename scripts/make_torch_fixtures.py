@@ -134,7 +134,8 @@ class Block(nn.Module):
         self.move2 = LearnableBias(c_out)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride), nn.Conv2d(c_in, c_out, 1, bias=False),
+            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride),
+                                            nn.Conv2d(c_in, c_out, 1, bias=False),
                                             nn.BatchNorm2d(c_out))
 
     def forward(self, x):
@@ -332,7 +333,8 @@ def main(argv=None):
                         help="fixture folder (default: tests/fixtures)")
     parser.add_argument("--full", type=pathlib.Path, default=None, metavar="DIR",
                         help="write full-size ResNet-18 checkpoints into DIR instead")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random value (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random value (default 0)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     if args.full is not None:
