@@ -3,21 +3,24 @@
 The compiled model is plain data: export writes it out as ROMs, the
 popcount kernels run it, the RTL harness checks Verilog against it.
 
-``compile_checkpoint(path)`` / ``compile_model(model)`` turn a CIFAR ResNet
-with binary activations (1W/1A or sub-bit W/1A) into a CompiledModel whose
-``predict`` returns the float eval-mode model's logits bit for bit: each
-block conv runs as integer popcount sums s = conv(sign(x), B) on packed
-bits (the Dot9-table kernel with codebook + idx for sub-bit layers), and
-every float step around it (alpha multiply, batch norm, shortcut add,
-Hardtanh, stem conv, pool, classifier) calls the same float32 functions
-with the same arrays as the float model. Where a batch norm feeds a sign
+``compile_checkpoint(path)`` / ``compile_model(model)`` turn a ResNet with
+binary activations (1W/1A or sub-bit W/1A; Bi-Real blocks in the CIFAR
+ResNet, ReActNet blocks in the CIFAR or ImageNet ResNet) into a
+CompiledModel whose ``predict`` returns the float eval-mode model's logits
+bit for bit: each block conv runs as integer popcount sums
+s = conv(sign(x + shift), B) on packed bits (the Dot9-table kernel with
+codebook + idx for sub-bit layers; ReActNet's learnable shift folds into
+the sign test, else it is 0), and every float step around it (alpha
+multiply, batch norm, shortcut add, Hardtanh or RPReLU, stem conv, pools,
+classifier) computes the same float32 operations on the same arrays as the
+float model. Where a batch norm feeds a sign
 directly, conv + BN + sign fold into integer thresholds
 (:func:`sign_thresholds`); the ResNet blocks add a shortcut first, so
 there the records carry scale/shift only. CLI: ``python -m minisnn.infer``.
 """
 
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 from numba import njit, prange
@@ -25,8 +28,8 @@ from numba import njit, prange
 from . import bitpack, checkpoint, popcount
 from . import data as D
 from . import functional as F
-from .models import ResNetCifar
-from .nn import Hardtanh, Identity, ShortcutA
+from .models import ResNetCifar, ResNetImageNet
+from .nn import AvgPool2d, Hardtanh, Identity, MaxPool2d, ShortcutA
 from .quant import QuantConv2d
 from .subbit import SubBitConv2d, kernels_to_codes
 
@@ -134,7 +137,7 @@ def sign_thresholds(alpha, bn, c_in):
 # about as much as the popcount convs themselves.
 
 @njit(parallel=True, cache=True)
-def _sign_pack(x, words):
+def _sign_pack(x, shift, words):
     n, c, h, w = x.shape
     out = np.zeros((n, h, w, words), dtype=np.uint64)
     for t in prange(n * h):
@@ -143,8 +146,11 @@ def _sign_pack(x, words):
         for i in range(c):
             k = i // 64
             bit = np.uint64(1) << np.uint64(i % 64)
+            d = shift[i]
             for z in range(w):
-                if x[b, i, y, z] >= 0:  # sign(x) = +1 for x >= 0
+                # sign(x + shift) = +1 for x + shift >= 0, as functional.shifted_sign
+                # computes it (x * 1 + shift; a zero shift leaves the test x >= 0)
+                if x[b, i, y, z] * np.float32(1) + d >= 0:
                     out[b, y, z, k] |= bit
     return out
 
@@ -153,7 +159,7 @@ PLANES_PER_TASK = 16  # sign planes per parallel task: one scratch plane each
 
 
 @njit(parallel=True, cache=True)
-def _sign_patch_codes(x, stride, ho, wo):
+def _sign_patch_codes(x, shift, stride, ho, wo):
     n, c, h, w = x.shape
     planes = n * c
     xf = x.reshape(planes, h, w)
@@ -162,9 +168,10 @@ def _sign_patch_codes(x, stride, ho, wo):
     for task in prange((planes + PLANES_PER_TASK - 1) // PLANES_PER_TASK):
         s = np.zeros((h + 2, w + 2), dtype=np.uint16)  # the zero-padding border stays bit 0
         for q in range(task * PLANES_PER_TASK, min(planes, (task + 1) * PLANES_PER_TASK)):
+            d = shift[q % c]
             for y in range(h):
-                for z in range(w):
-                    s[y + 1, z + 1] = one if xf[q, y, z] >= 0 else zero  # sign(x) = +1 for x >= 0
+                for z in range(w):  # sign(x + shift) = +1 for x + shift >= 0
+                    s[y + 1, z + 1] = one if xf[q, y, z] * np.float32(1) + d >= 0 else zero
             # code bit j = tap (j // 3, j % 3); stride 1 spelled out so the
             # row loop runs on contiguous loads and vectorizes
             for y in range(ho):
@@ -185,16 +192,23 @@ def _sign_patch_codes(x, stride, ho, wo):
     return out.reshape(n, c, ho, wo)
 
 
-def sign_pack(x):
-    """bitpack.pack_activations(x) of float32 x (N, C, H, W), fused."""
-    return _sign_pack(np.ascontiguousarray(x), bitpack.num_words(x.shape[1]))
+def _shift(x, shift):
+    if shift is None:
+        return np.zeros(x.shape[1], np.float32)
+    return np.ascontiguousarray(shift, dtype=np.float32)
 
 
-def sign_patch_codes(x, stride=1):
-    """bitpack.patch_codes(x, stride) of float32 x (N, C, H, W), fused."""
+def sign_pack(x, shift=None):
+    """bitpack.pack_activations(x + shift) of float32 x (N, C, H, W), fused;
+    ``shift`` per channel (ReActNet's move0), None for none."""
+    return _sign_pack(np.ascontiguousarray(x), _shift(x, shift), bitpack.num_words(x.shape[1]))
+
+
+def sign_patch_codes(x, stride=1, shift=None):
+    """bitpack.patch_codes(x + shift, stride) of float32 x (N, C, H, W), fused."""
     stride = bitpack.check_stride(stride)
     ho, wo = (bitpack.output_size(size, stride) for size in x.shape[2:])
-    return _sign_patch_codes(np.ascontiguousarray(x), stride, ho, wo)
+    return _sign_patch_codes(np.ascontiguousarray(x), _shift(x, shift), stride, ho, wo)
 
 
 # ------------------------------------------------------------------ binary convs
@@ -215,16 +229,16 @@ class CompiledConv:
     packed_weights: Optional[np.ndarray] = None  # uint64 (c_out, 3, 3, words), BNN layers
     masks: Optional[np.ndarray] = None  # uint16 (Ho, Wo) tap masks, sub-bit layers
 
-    def sums(self, x):
-        """Integer sums int32 (N, c_out, Ho, Wo) of conv(sign(x), B) by popcount."""
+    def sums(self, x, shift=None):
+        """Integer sums int32 (N, c_out, Ho, Wo) of conv(sign(x + shift), B) by popcount."""
         layer = self.layer
         if x.shape[1:] != (layer.c_in, layer.height, layer.width):
             raise ValueError(f"layer {layer.name}: expects input (N, {layer.c_in}, {layer.height}, "
                              f"{layer.width}), found {x.shape}")
         if layer.tau is None:
-            return popcount.bnn_conv3x3_packed(sign_pack(x), self.packed_weights, layer.c_in,
-                                               layer.stride)
-        return popcount.snn_conv3x3_codes(sign_patch_codes(x, layer.stride), self.masks,
+            return popcount.bnn_conv3x3_packed(sign_pack(x, shift), self.packed_weights,
+                                               layer.c_in, layer.stride)
+        return popcount.snn_conv3x3_codes(sign_patch_codes(x, layer.stride, shift), self.masks,
                                           layer.codebook, layer.idx)
 
     def residual_forward(self, x, stride, pad_lo):
@@ -246,7 +260,7 @@ class CompiledConv:
 
 
 def _binary_conv_error(name, conv):
-    if not isinstance(conv, QuantConv2d):
+    if not isinstance(conv, QuantConv2d) or not conv.binary_weights:
         return (f"layer {name}: {type(conv).__name__} has full-precision weights; the integer "
                 "engine needs binary or sub-bit weights with binary activations "
                 "(train with --quant bnn/snn --act binary)")
@@ -340,6 +354,68 @@ class CompiledBlock:
         return self.conv2.residual_forward(h, 1, 0)
 
 
+    @property
+    def convs(self):
+        return [self.conv1, self.conv2]
+
+
+# bn(alpha * s) + residual as the float model computes it: the alpha multiply is
+# channel_affine(out, alpha, 0), so + 0 (turning -0.0 into +0.0), then the batch
+# norm's affine, then the in-place add of the residual.
+@njit(parallel=True, cache=True)
+def _scale_bn_add(sums, alpha, scale, shift, res):
+    n, c, ho, wo = sums.shape
+    out = np.empty((n, c, ho, wo), dtype=np.float32)
+    for t in prange(n * c):
+        b = t // c
+        o = t % c
+        a, k, m = alpha[o], scale[o], shift[o]
+        for y in range(ho):
+            for z in range(wo):
+                v = np.float32(sums[b, o, y, z]) * a + np.float32(0.0)
+                out[b, o, y, z] = (v * k + m) + res[b, o, y, z]
+    return out
+
+
+@dataclass
+class Downsample:
+    """ReActNet's shape-changing shortcut: k x k average pool (none when k is 1),
+    a full-precision 1x1 conv and a batch norm, computed as the float model does."""
+
+    pool: int
+    weight: np.ndarray  # float32 (c_out, c_in, 1, 1)
+    bn: ChannelAffine
+
+    def __call__(self, x):
+        if self.pool > 1:
+            x = AvgPool2d(self.pool).forward(x)
+        return self.bn(F.conv2d_forward(x, self.weight, 1, 0)[0])
+
+
+@dataclass
+class CompiledReActBlock:
+    """A ReActNet block: rprelu(bn(alpha * s) + shortcut(x)) with ``s`` the integer
+    sums of conv(sign(x + shift), B); the shift (move0) folds into the sign
+    test, the shortcut and RPReLU (move1, prelu, move2) stay float."""
+
+    conv: CompiledConv
+    shift: np.ndarray  # float32 (c_in,), move0
+    rprelu: tuple  # float32 (c_out,) each: move1, PReLU slope, move2
+    downsample: Optional[Downsample] = None
+
+    @property
+    def convs(self):
+        return [self.conv]
+
+    def forward(self, x):
+        res = x if self.downsample is None else self.downsample(x)
+        out = _scale_bn_add(self.conv.sums(x, self.shift), self.conv.alpha, self.conv.bn.scale,
+                            self.conv.bn.shift, np.ascontiguousarray(res))
+        y = np.empty_like(out)
+        F.rprelu(out, *self.rprelu, y)
+        return y
+
+
 @dataclass
 class CompiledModel:
     """Integer-engine ResNet: float32 stem, binary blocks on popcount, float32 head."""
@@ -349,15 +425,17 @@ class CompiledModel:
     stem_stride: int
     stem_padding: int
     stem_bn: ChannelAffine
-    blocks: List[CompiledBlock]
+    blocks: list  # CompiledBlock or CompiledReActBlock
     fc_weight: np.ndarray  # float32 (classes, C)
     fc_bias: np.ndarray  # float32 (classes,)
     input_size: int = 32
+    stem_hardtanh: bool = True  # the basic binary block's stem ends in Hardtanh
+    stem_maxpool: bool = False  # ImageNet stems: 3x3 stride-2 max pool
 
     @property
     def layers(self):
         """Every binary 3x3 layer record in forward order (what export writes)."""
-        return [conv.layer for block in self.blocks for conv in (block.conv1, block.conv2)]
+        return [conv.layer for block in self.blocks for conv in block.convs]
 
     def predict(self, x):
         """Logits float32 (N, classes) of normalized float32 images (N, 3, H, W)."""
@@ -367,7 +445,11 @@ class CompiledModel:
             raise ValueError(f"predict expects float32 (N, {', '.join(map(str, want))}) images, "
                              f"found {x.dtype} {x.shape}")
         out = F.conv2d_forward(x, self.stem_weight, self.stem_stride, self.stem_padding)[0]
-        out = F.hardtanh(self.stem_bn(out))
+        out = self.stem_bn(out)
+        if self.stem_hardtanh:
+            out = F.hardtanh(out)
+        if self.stem_maxpool:
+            out = MaxPool2d(3, 2, 1).forward(out)
         for block in self.blocks:
             out = block.forward(out)
         return out.mean(axis=(2, 3)) @ self.fc_weight.T + self.fc_bias
@@ -385,23 +467,15 @@ def logits_in_batches(forward, images, batch_size=500):
                            for i in range(0, len(images), batch_size)])
 
 
-def compile_model(model):
-    """Compile a CIFAR ResNet with binary activations (1W/1A or sub-bit W/1A)
-    into a CompiledModel computing its eval-mode function.
-
-    A model without binary weights and activations in every block conv is
-    refused with a ValueError naming the first offending layer.
-    """
-    if not isinstance(model, ResNetCifar):
-        raise ValueError(f"the integer engine compiles CIFAR ResNets (ResNetCifar), found "
-                         f"{type(model).__name__}")
+def _check_binary_convs(model):
     for name, module in model.named_modules():
-        if name.count(".") == 2 and name.rsplit(".", 1)[1] in ("conv1", "conv2"):
+        if name.endswith((".conv1", ".conv2", ".binary_conv")) and name.count(".") == 2:
             error = _binary_conv_error(name, module)
             if error:
                 raise ValueError(error)
-    if model.conv1.bias is not None:
-        raise ValueError("layer conv1: the stem conv has a bias, which ResNetCifar never builds")
+
+
+def _compile_basic_stages(model):
     size = model.input_size
     blocks = []
     for s, stage in enumerate(model.stages()):
@@ -422,11 +496,57 @@ def compile_model(model):
             else:
                 raise ValueError(f"layer {name}: the integer engine runs option-A or identity "
                                  f"shortcuts, found {type(shortcut).__name__}")
+    return blocks
+
+
+def _compile_reactnet_stages(model, size):
+    blocks = []
+    for s, stage in enumerate(model.stages()):
+        for b, block in enumerate(stage):
+            name = f"layer{s + 1}.{b}"
+            conv = compile_conv(f"{name}.binary_conv", block.binary_conv, block.bn1, size, size)
+            size = conv.layer.out_height
+            downsample = None
+            if block.downsample is not None:
+                pool, conv1x1, bn = block.downsample.layers
+                downsample = Downsample(pool.kernel_size if isinstance(pool, AvgPool2d) else 1,
+                                        conv1x1.weight.data.copy(), bn_affine(bn))
+            rprelu = tuple(np.ascontiguousarray(p.data.reshape(-1), dtype=np.float32) for p in
+                           (block.move1.bias, block.prelu.weight, block.move2.bias))
+            blocks.append(CompiledReActBlock(
+                conv, block.move0.bias.data.reshape(-1).astype(np.float32), rprelu, downsample))
+    return blocks
+
+
+def compile_model(model):
+    """Compile a ResNet with binary activations and binary or sub-bit weights
+    (the CIFAR ResNet's Bi-Real blocks, or ReActNet blocks in the CIFAR or the
+    ImageNet ResNet) into a CompiledModel computing its eval-mode function.
+
+    A model without binary weights and activations in every block conv is
+    refused with a ValueError naming the first offending layer.
+    """
+    reactnet = model.config.get("block", "basic") == "reactnet"
+    if not isinstance(model, ResNetCifar) and not reactnet:
+        raise ValueError(f"the integer engine compiles CIFAR ResNets (ResNetCifar) or ReActNet "
+                         f"blocks, found {type(model).__name__} with basic blocks")
+    _check_binary_convs(model)
+    if model.conv1.bias is not None:
+        raise ValueError("layer conv1: the stem conv has a bias, which minisnn's ResNets never build")
+    maxpool = isinstance(model, ResNetImageNet)
+    if reactnet:
+        size = F.conv_output_size(model.input_size, model.conv1.kernel_size, model.conv1.stride,
+                                  model.conv1.padding)
+        blocks = _compile_reactnet_stages(model, F.conv_output_size(size, 3, 2, 1) if maxpool
+                                          else size)
+    else:
+        blocks = _compile_basic_stages(model)
     return CompiledModel(
         config=dict(model.config), stem_weight=model.conv1.weight.data.copy(),
         stem_stride=model.conv1.stride, stem_padding=model.conv1.padding,
         stem_bn=bn_affine(model.bn1), blocks=blocks, fc_weight=model.fc.weight.data.copy(),
-        fc_bias=model.fc.bias.data.copy(), input_size=model.input_size)
+        fc_bias=model.fc.bias.data.copy(), input_size=model.input_size,
+        stem_hardtanh=not reactnet, stem_maxpool=maxpool)
 
 
 def capture(model, name, x):

@@ -53,6 +53,8 @@ class QuantConv2d(Module):
     ``binary_act`` the input is passed through sign first.
     """
 
+    binary_weights = True  # the forward uses +-1 kernels (False: SignInputConv2d)
+
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1,
                  binary_act=False, act_grad="approxsign", rng=None):
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -132,6 +134,8 @@ class SignInputConv2d(QuantConv2d):
     (binary activations, real weights), whose trained weights become the
     latent weights of step 2's binary or sub-bit conv. Build it with
     ``binary_act=True``."""
+
+    binary_weights = False
 
     def binary_weight(self):
         return self.weight.data, None

@@ -177,3 +177,67 @@ def test_trained_model_agrees_on_all_10000_test_images(trained, cifar, quant):
     assert result["exactly_equal_logits"] == 10000, result
     assert result["max_abs_logit_difference"] == 0
     assert result["int_accuracy"] == result["float_accuracy"]
+
+
+# ------------------------------------------------------------------ ReActNet blocks
+
+def random_reactnet(arch, quant, tau, seed, **kw):
+    model = getattr(models, arch)(quant, "binary", tau=tau, seed=seed, block="reactnet", **kw)
+    rng = np.random.default_rng(seed + 200)
+    for name, p in model.named_parameters():
+        if name.endswith(("move0.bias", "move1.bias", "move2.bias")):
+            p.data = rng.normal(0, 0.4, p.data.shape).astype(np.float32)
+        elif name.endswith("prelu.weight"):
+            p.data = rng.uniform(-0.5, 1.5, p.data.shape).astype(np.float32)
+    for _, module in model.named_modules():
+        if isinstance(module, BatchNorm2d):
+            randomize_bn(module, rng)
+    return model.eval()
+
+
+@pytest.mark.parametrize("quant,tau", BINARY_MODES + [("snn", 4)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reactnet_resnet20_compiles_to_the_float_logits(quant, tau, seed):
+    model = random_reactnet("resnet20", quant, tau, seed)
+    compiled = C.compile_model(model)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((10, 3, 32, 32)) * rng.uniform(0.2, 3)).astype(np.float32)
+    x[0, :, :4] = 0.0  # exact zeros and shifts of either sign: the sign test's edge cases
+    expected = model.forward(x)
+    assert np.ptp(expected, axis=0).min() > 0
+    np.testing.assert_array_equal(compiled.predict(x), expected)
+    assert [lay.name for lay in compiled.layers][:2] == ["layer1.0.binary_conv", "layer1.1.binary_conv"]
+    assert len(compiled.layers) == 18 and all(lay.tau == tau for lay in compiled.layers)
+
+
+def test_reactnet_resnet18_compiles_to_the_float_logits():
+    """The authors' ImageNet layout (7x7 stem, max pool, 4 x 4 blocks), narrow
+    enough to run here, on 64x64 images."""
+    model = random_reactnet("resnet18", "snn", 5, 3, num_classes=7)
+    model.input_size = 64
+    compiled = C.compile_model(model)
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(compiled.predict(x), model.forward(x))
+    assert len(compiled.layers) == 16 and compiled.layers[-1].c_in == 512
+
+
+@pytest.mark.parametrize("shift_sign", [1, -1])
+def test_shifted_sign_packing_matches_shift_then_bitpack(shift_sign):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 70, 7, 9)).astype(np.float32)
+    shift = (shift_sign * rng.uniform(0, 1, 70)).astype(np.float32)
+    x[:, :, 0, 0] = -shift[None, :]  # x + shift exactly 0: sign +1
+    shifted = np.empty_like(x)
+    from minisnn import functional as F
+    F.channel_affine(x, np.ones(70, np.float32), shift, shifted)
+    np.testing.assert_array_equal(C.sign_pack(x, shift), bitpack.pack_activations(shifted))
+    for stride in (1, 2):
+        np.testing.assert_array_equal(C.sign_patch_codes(x, stride, shift),
+                                      bitpack.patch_codes(shifted, stride))
+
+
+def test_step_one_models_are_refused_naming_the_layer():
+    model = models.resnet20("fp", "binary", block="reactnet").eval()
+    with pytest.raises(ValueError, match="layer layer1.0.binary_conv: SignInputConv2d has "
+                                         "full-precision weights"):
+        C.compile_model(model)
