@@ -4,6 +4,11 @@ Figures are medians over repeated runs inside one process; quote ratios
 measured in one run, absolute times drift between machines and loads.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import json
 import sys

@@ -41,6 +41,11 @@ Every bad input raises :class:`DataError` (a ``ValueError``) whose message
 names the file (and the archive member) and says what was expected.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import hashlib
 import heapq

@@ -16,6 +16,11 @@ Files per layer NAME (address orders as the RTL reads them):
 Kernel codes: bit j = element (j // 3, j % 3), 1 = +1 (minisnn.subbit).
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import hashlib
 import json

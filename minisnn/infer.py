@@ -9,6 +9,11 @@ A checkpoint the engine cannot run (full precision, real activations) is
 refused with the first offending layer named (exit code 2).
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import json
 import sys

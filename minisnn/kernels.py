@@ -13,6 +13,11 @@ and prints the coverage table. ``<name>`` is the file's stem, prefixed by its
 directory's name where two checkpoints share a stem.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import pathlib
 import tempfile

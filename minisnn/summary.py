@@ -23,6 +23,11 @@ Conventions (also printed with the table):
   C_out < 2^tau, as in ResNet-20's first stage at tau = 5). Per image.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import json
 import pathlib

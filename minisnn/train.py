@@ -7,6 +7,11 @@ epoch e are a pure function of (seed, e), so a resumed run ends with the
 same weights as an uninterrupted one.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import os
 import sys

@@ -3,11 +3,15 @@ binary models (trained once per session; the RTL and compile tests reuse them)."
 
 from pathlib import Path
 
-import numpy as np
+from minisnn import runtime
+
+runtime.tune_process()  # as the command-line tools do, before numpy and numba load
+
+import numpy as np  # noqa: E402
 import pytest
 
-from minisnn import data as D
-from minisnn import train
+from minisnn import data as D  # noqa: E402
+from minisnn import train  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 
