@@ -241,3 +241,19 @@ def test_step_one_models_are_refused_naming_the_layer():
     with pytest.raises(ValueError, match="layer layer1.0.binary_conv: SignInputConv2d has "
                                          "full-precision weights"):
         C.compile_model(model)
+
+
+@pytest.mark.parametrize("quant,tau", BINARY_MODES)
+def test_reactnet_checkpoint_exports_its_roms(tmp_path, quant, tau):
+    model = random_reactnet("resnet20", quant, tau, 5)
+    path = save_model(tmp_path / "m.npz", model)
+    assert export.main(["--rom", str(path), "--out", str(tmp_path / "rom")]) == 0
+    layers = C.compile_model(model).layers
+    manifest = json.loads((tmp_path / "rom" / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["layers"]] == [lay.name for lay in layers]
+    for lay in (layers[0], layers[6], layers[-1]):
+        back = export.read_layer(tmp_path / "rom", lay.name)
+        np.testing.assert_array_equal(back.kernel_codes, lay.kernel_codes)
+        np.testing.assert_array_equal(back.scale, lay.scale)
+        np.testing.assert_array_equal(back.shift, lay.shift)
+        assert back.stride == lay.stride and back.tau == lay.tau
