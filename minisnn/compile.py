@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 from numba import njit, prange
 
-from . import bitpack, checkpoint, popcount
+from . import bitpack, checkpoint, fastconv, popcount
 from . import data as D
 from . import functional as F
 from .models import ResNetCifar, ResNetImageNet
@@ -389,7 +389,7 @@ class Downsample:
     def __call__(self, x):
         if self.pool > 1:
             x = AvgPool2d(self.pool).forward(x)
-        return self.bn(F.conv2d_forward(x, self.weight, 1, 0)[0])
+        return self.bn(fastconv.conv2d_forward(x, self.weight, 1, 0)[0])
 
 
 @dataclass
@@ -444,7 +444,7 @@ class CompiledModel:
         if x.ndim != 4 or x.shape[1:] != want or x.dtype != np.float32:
             raise ValueError(f"predict expects float32 (N, {', '.join(map(str, want))}) images, "
                              f"found {x.dtype} {x.shape}")
-        out = F.conv2d_forward(x, self.stem_weight, self.stem_stride, self.stem_padding)[0]
+        out = fastconv.conv2d_forward(x, self.stem_weight, self.stem_stride, self.stem_padding)[0]
         out = self.stem_bn(out)
         if self.stem_hardtanh:
             out = F.hardtanh(out)

@@ -9,6 +9,7 @@ run the same code in float64: layers keep the dtype they are given.
 
 import numpy as np
 
+from . import fastconv
 from . import functional as F
 
 
@@ -185,26 +186,33 @@ def kaiming_normal(shape, rng, dtype=np.float32):
 
 
 class Conv2d(Module):
-    """Full-precision 2-D convolution (cross-correlation), im2col + GEMM."""
+    """Full-precision 2-D convolution (cross-correlation).
+
+    ``method`` picks the implementation (minisnn.fastconv.METHODS): 'auto',
+    the numba kernels' faster path for the shapes; 'reference', the readable
+    im2col + GEMM of functional.conv2d_forward_reference.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0,
-                 bias=False, rng=None):
+                 bias=False, rng=None, method="auto"):
         rng = rng if rng is not None else np.random.default_rng(0)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.weight = Parameter(kaiming_normal(
             (out_channels, in_channels, kernel_size, kernel_size), rng), decay=True)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
+        self.method = method
         self.cache = None
 
     def forward(self, x):
-        out, self.cache = F.conv2d_forward(x, self.weight.data, self.stride, self.padding)
+        out, self.cache = fastconv.conv2d_forward(x, self.weight.data, self.stride, self.padding,
+                                                  self.method)
         if self.bias is not None:
             out += self.bias.data[:, None, None]
         return out
 
     def backward(self, dout):
-        dx, dw = F.conv2d_backward(dout, self.cache)
+        dx, dw = fastconv.conv2d_backward(dout, self.cache)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += dout.sum(axis=(0, 2, 3))
@@ -328,7 +336,7 @@ class MaxPool2d(Module):
         k, p = self.kernel_size, self.padding
         xp = np.pad(x.reshape(n * c, 1, h, w), ((0, 0), (0, 0), (p, p), (p, p)),
                     constant_values=-np.inf)
-        cols, (ho, wo) = F.im2col(xp, k, k, self.stride, 0)
+        cols, (ho, wo) = fastconv.im2col(xp, k, k, self.stride, 0)
         arg = cols.argmax(axis=0)
         self.cache = (x.shape, xp.shape, arg)
         return cols[arg, np.arange(cols.shape[1])].reshape(n, c, ho, wo)
@@ -338,7 +346,7 @@ class MaxPool2d(Module):
         k, p = self.kernel_size, self.padding
         dcols = np.zeros((k * k, arg.size), dtype=dout.dtype)
         dcols[arg, np.arange(arg.size)] = dout.reshape(-1)
-        dxp = F.col2im(dcols, xp_shape, k, k, self.stride, 0)
+        dxp = fastconv.col2im(dcols, xp_shape, k, k, self.stride, 0)
         h, w = x_shape[2:]
         return np.ascontiguousarray(dxp[:, 0, p:p + h, p:p + w]).reshape(x_shape)
 

@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_size,
                       pack_activations, pack_weights, patch_codes, tap_masks)
-from .functional import conv2d_forward, pad_nchw
+from .functional import conv2d_forward_reference, pad_nchw
 from .subbit import NUM_KERNELS
 
 # Sub-bit W/A1: a compile-time tile width lets LLVM unroll the lane adds
@@ -305,12 +305,12 @@ def snn_conv3x3_real(x, codebook, idx, alpha, stride=1):
 # ------------------------------------------------------------ float, thresholds
 
 def float_conv3x3(x, w, stride=1):
-    """float32 reference (im2col + BLAS): x (N, C_in, H, W), w (C_out, C_in, 3, 3)."""
+    """float32 reference (functional.conv2d_forward_reference): x (N, C_in, H, W), w (C_out, C_in, 3, 3)."""
     x = _check_float32(x, "x")
     w = np.asarray(w)
     if w.dtype != np.float32 or w.ndim != 4 or w.shape[1:] != (x.shape[1], 3, 3):
         raise ValueError(f"w must be float32 (C_out, {x.shape[1]}, 3, 3), found {w.dtype} {w.shape}")
-    return conv2d_forward(x, w, check_stride(stride), padding=1)[0]
+    return conv2d_forward_reference(x, w, check_stride(stride), padding=1)[0]
 
 
 def apply_thresholds(sums, thresh, flip):

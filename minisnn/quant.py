@@ -12,6 +12,7 @@ Conventions (../shared/SNN-METHOD.md):
 
 import numpy as np
 
+from . import fastconv
 from . import functional as F
 from .nn import Module, Parameter, kaiming_normal
 
@@ -56,8 +57,9 @@ class QuantConv2d(Module):
     binary_weights = True  # the forward uses +-1 kernels (False: SignInputConv2d)
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1,
-                 binary_act=False, act_grad="approxsign", rng=None):
+                 binary_act=False, act_grad="approxsign", rng=None, method="auto"):
         rng = rng if rng is not None else np.random.default_rng(0)
+        self.method = method  # as Conv2d's: 'reference' runs the readable conv
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.weight = Parameter(kaiming_normal(
@@ -90,8 +92,8 @@ class QuantConv2d(Module):
         """The conv alone, on an input already through the input sign (a block
         that fuses the sign with its own shift calls this instead of forward)."""
         b, alpha = self.binary_weight()
-        out, conv_cache = F.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
-                                           self.padding)
+        out, conv_cache = fastconv.conv2d_forward(x, b.astype(x.dtype, copy=False), self.stride,
+                                                  self.padding, self.method)
         if alpha is not None:
             alpha = alpha.astype(x.dtype)
             # numpy's broadcast multiply runs on one core; a zero shift adds nothing
@@ -107,7 +109,7 @@ class QuantConv2d(Module):
         if alpha is not None:
             scaled = np.empty_like(dout)
             F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
-        dx, dB = F.conv2d_backward(scaled, conv_cache)
+        dx, dB = fastconv.conv2d_backward(scaled, conv_cache)
         self.binary_weight_backward(dB)
         return dx
 

@@ -75,7 +75,7 @@ def test_reactnet_block_forward_is_the_authors_formula(rng):
     b = lambda m: m.bias.data
     w = block.binary_conv.weight.data
     alpha = np.abs(w).mean(axis=(1, 2, 3))[:, None, None, None]
-    conv = F.conv2d_forward(np.where(x + b(block.move0) >= 0, 1.0, -1.0), alpha * np.sign(w), 2, 1)[0]
+    conv = F.conv2d_forward_reference(np.where(x + b(block.move0) >= 0, 1.0, -1.0), alpha * np.sign(w), 2, 1)[0]
 
     def bn(m, v):
         mean, var = v.mean(axis=(0, 2, 3), keepdims=True), v.var(axis=(0, 2, 3), keepdims=True)
@@ -83,7 +83,7 @@ def test_reactnet_block_forward_is_the_authors_formula(rng):
                 + m.bias.data[None, :, None, None])
 
     pooled = x.reshape(2, 4, 3, 2, 3, 2).mean(axis=(3, 5))
-    res = bn(block.downsample[2], F.conv2d_forward(pooled, block.downsample[1].weight.data, 1, 0)[0])
+    res = bn(block.downsample[2], F.conv2d_forward_reference(pooled, block.downsample[1].weight.data, 1, 0)[0])
     out = bn(block.bn1, conv) + res + b(block.move1)
     a = block.prelu.weight.data[None, :, None, None]
     ref = np.maximum(out, 0) + a * np.minimum(out, 0) + b(block.move2)
@@ -96,7 +96,7 @@ def test_sign_input_conv_straight_through_gradients(rng):
     conv = SignInputConv2d(2, 3, 3, 2, 1, binary_act=True, rng=rng).astype(np.float64)
     x = rng.uniform(-1.4, 1.4, (2, 2, 5, 5))
     x[np.abs(x) < 1e-3] += 0.01
-    np.testing.assert_array_equal(conv.forward(x), F.conv2d_forward(np.where(x >= 0, 1.0, -1.0),
+    np.testing.assert_array_equal(conv.forward(x), F.conv2d_forward_reference(np.where(x >= 0, 1.0, -1.0),
                                                                     conv.weight.data, 2, 1)[0])
     r = rng.standard_normal(conv.forward(x).shape)
     conv.zero_grad()
@@ -107,9 +107,9 @@ def test_sign_input_conv_straight_through_gradients(rng):
     w = conv.weight.data
     xs = np.where(x >= 0, 1.0, -1.0)
     assert_close(conv.weight.grad, numerical_grad(
-        lambda: np.sum(F.conv2d_forward(xs, w, 2, 1)[0] * r), w), "weight")
+        lambda: np.sum(F.conv2d_forward_reference(xs, w, 2, 1)[0] * r), w), "weight")
     assert_close(dx, numerical_grad(
-        lambda: np.sum(F.conv2d_forward(approx(x), w, 2, 1)[0] * r), x), "input", atol=1e-6)
+        lambda: np.sum(F.conv2d_forward_reference(approx(x), w, 2, 1)[0] * r), x), "input", atol=1e-6)
 
 
 @pytest.mark.parametrize("quant,conv_type", [("fp", SignInputConv2d), ("bnn", BinaryConv2d),

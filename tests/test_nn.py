@@ -20,7 +20,7 @@ def test_conv2d_gradients(rng, stride, padding, k):
 def test_conv2d_matches_direct_loops(rng):
     x = rng.standard_normal((2, 3, 6, 5))
     w = rng.standard_normal((4, 3, 3, 3))
-    out, _ = F.conv2d_forward(x, w, stride=2, padding=1)
+    out, _ = F.conv2d_forward_reference(x, w, stride=2, padding=1)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros_like(out)
     for n in range(2):

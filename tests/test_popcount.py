@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minisnn import bitpack, popcount
-from minisnn.functional import conv2d_forward
+from minisnn.functional import conv2d_forward_reference
 from minisnn.subbit import codes_to_kernels
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -15,7 +15,7 @@ shapes = dict(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3), c_in=st.integ
 
 def reference(x, weights, stride):
     """Plain float64 im2col conv with zero padding: exact on small integers."""
-    return conv2d_forward(x.astype(np.float64), weights.astype(np.float64), stride, padding=1)[0]
+    return conv2d_forward_reference(x.astype(np.float64), weights.astype(np.float64), stride, padding=1)[0]
 
 
 def draw_layer(seed, n, c_in, c_out, h, w, tau):

@@ -148,7 +148,7 @@ def test_latent_weight_gradient_is_clip_ste(rng, binary_act):
     xin = np.where(x >= 0, 1.0, -1.0) if binary_act else x
 
     def loss():
-        return np.sum(F.conv2d_forward(xin, alpha * np.clip(w, -1, 1), 2, 1)[0] * r)
+        return np.sum(F.conv2d_forward_reference(xin, alpha * np.clip(w, -1, 1), 2, 1)[0] * r)
 
     assert_close(conv.weight.grad, numerical_grad(loss, w), "latent weight")
     np.testing.assert_array_equal(conv.weight.grad[0, 0, 0, :2], 0)
@@ -161,7 +161,7 @@ def test_input_gradient_real_activations(rng):
     dx = conv.backward(r)
     wq = weight_scale(conv.weight.data)[:, None, None, None] * \
         codes_to_kernels(conv.codebook.codes[conv.idx], np.float64)
-    assert_close(dx, numerical_grad(lambda: np.sum(F.conv2d_forward(x, wq, 1, 1)[0] * r), x),
+    assert_close(dx, numerical_grad(lambda: np.sum(F.conv2d_forward_reference(x, wq, 1, 1)[0] * r), x),
                  "input")
 
 
@@ -179,7 +179,7 @@ def test_codebook_gradient_is_sum_over_assigned_kernels(rng):
 
     def loss():
         wq = alpha * p[idx].reshape(conv.weight.data.shape)
-        return np.sum(F.conv2d_forward(x, wq, 1, 1)[0] * r)
+        return np.sum(F.conv2d_forward_reference(x, wq, 1, 1)[0] * r)
 
     assert_close(conv.codebook.weight.grad, numerical_grad(loss, p), "codebook P")
     unused = np.setdiff1d(np.arange(8), idx)
