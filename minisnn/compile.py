@@ -86,14 +86,8 @@ class ChannelAffine:
 
 
 def bn_affine(bn):
-    """ChannelAffine of a BatchNorm2d in eval mode: the arithmetic of
-    BatchNorm2d.forward (float64 statistics, cast to float32 last), so both
-    produce the same arrays and hence the same outputs bit for bit."""
-    mean, var = bn.running_mean.astype(np.float64), bn.running_var.astype(np.float64)
-    inv_std = 1.0 / np.sqrt(var + bn.eps)
-    scale = bn.weight.data * inv_std
-    shift = bn.bias.data - mean * scale
-    return ChannelAffine(scale.astype(np.float32), shift.astype(np.float32))
+    """ChannelAffine of a BatchNorm2d in eval mode (BatchNorm2d.eval_affine)."""
+    return ChannelAffine(*bn.eval_affine())
 
 
 # ------------------------------------------------------------------ thresholds
@@ -556,17 +550,15 @@ def capture(model, name, x):
     if module is None:
         raise ValueError(f"the model has no module named {name!r}")
     seen = {}
-    forward = module.forward
 
-    def recording(inp):
-        seen["in"], seen["out"] = inp, forward(inp)
-        return seen["out"]
+    def record(module, inp, out):
+        seen["in"], seen["out"] = inp, out
 
-    module.forward = recording
+    handle = module.register_forward_hook(record)
     try:
-        model.forward(x)
+        model(x)
     finally:
-        del module.forward  # back to the class's method
+        handle.remove()
     return seen["in"], seen["out"]
 
 

@@ -119,8 +119,9 @@ class ReActBlock(Module):
         shift = np.ascontiguousarray(self.move0.bias.data.reshape(-1), dtype=x.dtype)
         signs = np.empty_like(x)
         F.shifted_sign(x, shift, signs)
-        out = self.bn1.forward(self.binary_conv.conv_forward(signs))
-        out += x if self.downsample is None else self.downsample.forward(x)
+        conv = self.binary_conv.run_forward_hooks(signs, self.binary_conv.conv_forward(signs))
+        out = self.bn1(conv)
+        out += x if self.downsample is None else self.downsample(x)
         # move1 -> prelu -> move2 in one pass (functional.rprelu: the same operations)
         y = np.empty_like(out)
         F.rprelu(out, *self._rprelu_params(out.dtype), y)
@@ -180,8 +181,8 @@ class _ResNet(Module):
 
     def forward(self, x):
         for layer in self.stem() + self.stages():
-            x = layer.forward(x)
-        return self.fc.forward(self.pool.forward(x))
+            x = layer(x)
+        return self.fc(self.pool(x))
 
     def backward(self, dout):
         dout = self.pool.backward(self.fc.backward(dout))
@@ -258,24 +259,36 @@ class ResNetImageNet(_ResNet):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
 
+def model_config(arch, quant="fp", act="real", tau=None, seed=0, num_classes=10,
+                 act_grad="approxsign", block="basic", **snn_options):
+    """The JSON-able config that :func:`build_model` builds (and checkpoints
+    store), checked: a bad mode, block or tau is refused here, before anything
+    is built or loaded. ``tau`` and ``snn_options`` (refine, period, init) are
+    kept for sub-bit models only."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
+    conv3x3_factory(quant, act, None, tau, act_grad, block)  # validates the combination
+    if quant == "snn" and not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
+        raise ValueError(f"tau must be an integer in 1..9 (bits per 3x3 kernel), found {tau!r}")
+    return {"arch": arch, "quant": quant, "act": act, "tau": int(tau) if quant == "snn" else None,
+            "seed": seed, "num_classes": num_classes, "act_grad": act_grad, "block": block,
+            "snn_options": snn_options if quant == "snn" else {}}
+
+
 def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,
              act_grad="approxsign", block="basic", **snn_options):
     """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 blocks, 16/32/64 channels
     (3 x 6 one-conv blocks with ``block='reactnet'``)."""
-    config = {"arch": "resnet20", "quant": quant, "act": act, "tau": tau, "seed": seed,
-              "num_classes": num_classes, "act_grad": act_grad, "block": block,
-              "snn_options": snn_options}
-    return build_model(config)
+    return build_model(model_config("resnet20", quant, act, tau, seed, num_classes, act_grad,
+                                    block, **snn_options))
 
 
 def resnet18(quant="fp", act="real", tau=None, seed=0, num_classes=1000,
              act_grad="approxsign", block="basic", **snn_options):
     """ImageNet ResNet-18 (He et al. 2016): 2-2-2-2 basic blocks, 64/128/256/512 channels
     (4-4-4-4 one-conv blocks with ``block='reactnet'``: the authors' Bi-Real ResNet-18)."""
-    config = {"arch": "resnet18", "quant": quant, "act": act, "tau": tau, "seed": seed,
-              "num_classes": num_classes, "act_grad": act_grad, "block": block,
-              "snn_options": snn_options}
-    return build_model(config)
+    return build_model(model_config("resnet18", quant, act, tau, seed, num_classes, act_grad,
+                                    block, **snn_options))
 
 
 ARCHS = {"resnet20": (ResNetCifar, dict(depth=20, widths=(16, 32, 64))),

@@ -49,7 +49,24 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, x):
-        return self.forward(x)
+        """forward(x), then the forward hooks: parents call their children this way."""
+        return self.run_forward_hooks(x, self.forward(x))
+
+    # -- hooks --------------------------------------------------------------
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, input, output)`` after every call of this module
+        (as PyTorch's). Returns a handle whose ``remove()`` unregisters it."""
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        key = max(hooks, default=-1) + 1
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
+
+    def run_forward_hooks(self, x, out):
+        """Run the forward hooks on (x, out) and return out; a parent that runs a
+        child's computation through another method (a fused path) calls this."""
+        for hook in list(self.__dict__.get("_forward_hooks", {}).values()):
+            hook(self, x, out)
+        return out
 
     # -- tree ---------------------------------------------------------------
     def register_buffer(self, name, value):
@@ -158,6 +175,14 @@ class Module:
         return self
 
 
+class _HookHandle:
+    def __init__(self, hooks, key):
+        self.hooks, self.key = hooks, key
+
+    def remove(self):
+        self.hooks.pop(self.key, None)
+
+
 class Sequential(Module):
     def __init__(self, *layers):
         self.layers = list(layers)
@@ -170,7 +195,7 @@ class Sequential(Module):
 
     def forward(self, x):
         for layer in self.layers:
-            x = layer.forward(x)
+            x = layer(x)
         return x
 
     def backward(self, dout):
@@ -244,14 +269,25 @@ class BatchNorm2d(Module):
                                 + mom * var * m / max(m - 1, 1)).astype(dtype)
         else:
             mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        scale = self.weight.data * inv_std
-        shift = self.bias.data - mean * scale
+        scale, shift, inv_std = self._affine(mean, var)
         out = np.empty_like(x)
         F.channel_affine(x, scale.astype(dtype), shift.astype(dtype), out)
         # x itself is kept (not xhat): the backward recomputes xhat on the fly
         self.cache = (x, mean, inv_std, self.training)
         return out
+
+    def _affine(self, mean, var):
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        scale = self.weight.data * inv_std
+        return scale, self.bias.data - mean * scale, inv_std
+
+    def eval_affine(self, dtype=np.float32):
+        """(scale, shift) of the eval-mode map x * scale[c] + shift[c], computed as
+        forward computes them (float64 statistics, cast last): the integer engine
+        uses these very arrays, so both give the same outputs bit for bit."""
+        scale, shift, _ = self._affine(self.running_mean.astype(np.float64),
+                                       self.running_var.astype(np.float64))
+        return scale.astype(dtype), shift.astype(dtype)
 
     def backward(self, dout):
         x, mean, inv_std, training = self.cache
@@ -485,13 +521,13 @@ class BasicBlock(Module):
         self.double_shortcut = double_shortcut
 
     def forward(self, x):
-        out = self.bn1.forward(self.conv1.forward(x))
+        out = self.bn1(self.conv1(x))
         if self.double_shortcut:
-            out += self.shortcut.forward(x)
-        h = self.act1.forward(out)
-        out = self.bn2.forward(self.conv2.forward(h))
-        out += h if self.double_shortcut else self.shortcut.forward(x)
-        return self.act2.forward(out)
+            out += self.shortcut(x)
+        h = self.act1(out)
+        out = self.bn2(self.conv2(h))
+        out += h if self.double_shortcut else self.shortcut(x)
+        return self.act2(out)
 
     def backward(self, dout):
         dout = self.act2.backward(dout)

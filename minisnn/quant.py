@@ -79,7 +79,7 @@ class QuantConv2d(Module):
 
     def forward(self, x):
         if self.input_sign is not None:
-            x = self.input_sign.forward(x)
+            x = self.input_sign(x)
         return self.conv_forward(x)
 
     def backward(self, dout):

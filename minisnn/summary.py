@@ -58,21 +58,18 @@ CONVENTIONS = [
 def _trace(model, input_size):
     """Input/output shapes of every conv and linear, from one eval forward."""
     shapes = {}
-    wrapped = []
+    handles = []
     for name, mod in model.named_modules():
         if isinstance(mod, (Conv2d, QuantConv2d, Linear)):
-            def record(x, mod=mod, name=name, forward=mod.forward):
-                out = forward(x)
+            def record(module, x, out, name=name):
                 shapes[name] = (x.shape, out.shape)
-                return out
-            mod.forward = record  # instance attribute shadows the method for this pass
-            wrapped.append(mod)
+            handles.append(mod.register_forward_hook(record))
     was_training = model.training
     try:
-        model.eval().forward(np.zeros((1, 3, input_size, input_size), np.float32))
+        model.eval()(np.zeros((1, 3, input_size, input_size), np.float32))
     finally:
-        for mod in wrapped:
-            del mod.forward
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     return shapes
 

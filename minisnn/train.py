@@ -24,6 +24,7 @@ from . import checkpoint as ckpt
 from . import data as D
 from .distill import TeacherLogits, load_teacher
 from .figures import training_curves
+from . import models
 from .models import ACTS, BLOCKS, QUANTS, build_model, mode_name
 from .nn import BatchNorm2d, distillation_loss, softmax_cross_entropy
 from .optim import DECAY_RULES, OPTIMIZERS, SCHEDULES, Adam, ParamGroups, lr_at, make_optimizer
@@ -119,13 +120,9 @@ def build_optimizer(args, model):
 
 
 def model_config(args):
-    snn_options = {}
-    if args.quant == "snn":
-        snn_options = {"refine": args.refine, "period": args.period, "init": args.init}
-    return {"arch": args.arch, "quant": args.quant, "act": args.act,
-            "tau": args.tau if args.quant == "snn" else None, "seed": args.seed,
-            "num_classes": 10, "act_grad": args.act_grad, "block": args.block,
-            "snn_options": snn_options}
+    return models.model_config(args.arch, args.quant, args.act, args.tau, args.seed, 10,
+                               args.act_grad, args.block, refine=args.refine,
+                               period=args.period, init=args.init)
 
 
 def _fmt_time(seconds):

@@ -257,3 +257,16 @@ def test_reactnet_checkpoint_exports_its_roms(tmp_path, quant, tau):
         np.testing.assert_array_equal(back.scale, lay.scale)
         np.testing.assert_array_equal(back.shift, lay.shift)
         assert back.stride == lay.stride and back.tau == lay.tau
+
+
+def test_capture_sees_a_reactnet_conv_input_as_signs():
+    model = random_reactnet("resnet20", "snn", 5, 2)
+    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    inp, out = C.capture(model, "layer2.1.binary_conv", x)
+    assert inp.shape == (1, 32, 16, 16) and set(np.unique(inp)) <= {-1.0, 1.0}
+    layer = C.compile_model(model).layers[7]
+    assert layer.name == "layer2.1.binary_conv"
+    alpha = model.layer2[1].binary_conv.binary_weight()[1]
+    sums = popcount.snn_conv3x3_codes(C.sign_patch_codes(inp, 1), bitpack.tap_masks(16, 16, 1),
+                                      layer.codebook, layer.idx)
+    np.testing.assert_array_equal(sums.astype(np.float32) * alpha[None, :, None, None], out)

@@ -188,3 +188,19 @@ def test_fused_rprelu_equals_the_three_layers(rng):
         np.testing.assert_allclose(dx, d, rtol=1e-6)
         for got, m in zip(sums, (layers[0].bias, layers[1].weight, layers[2].bias)):
             np.testing.assert_allclose(got.reshape(m.grad.shape), m.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(quant="snn", tau=12), "tau must be an integer in 1..9"),
+    (dict(quant="snn", tau=None), "quant 'snn' needs tau"),
+    (dict(quant="int4"), "unknown quant 'int4'"),
+])
+def test_model_config_refuses_bad_values_before_building(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.model_config("resnet20", **kwargs)
+
+
+def test_model_config_keeps_tau_and_options_for_subbit_models_only():
+    assert models.model_config("resnet20", "bnn", "binary", tau=5, period=3)["tau"] is None
+    cfg = models.model_config("resnet18", "snn", "binary", tau=4, block="reactnet", period=3)
+    assert cfg["tau"] == 4 and cfg["snn_options"] == {"period": 3}

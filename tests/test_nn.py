@@ -197,3 +197,15 @@ def test_distillation_loss_and_gradient(rng):
     onehot[np.arange(5), labels] = 0
     assert nn.distillation_loss(s, onehot)[0] == pytest.approx(nn.softmax_cross_entropy(s, labels)[0])
     assert np.isfinite(nn.distillation_loss(np.array([[1e4, -1e4]]), np.array([[-1e4, 1e4]]))[0])
+
+
+def test_forward_hooks_see_every_call_and_go_away(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, 1, 1, rng=rng), nn.Sequential(nn.ReLU(), nn.Identity()))
+    seen = []
+    handle = seq[1][0].register_forward_hook(lambda m, x, out: seen.append((m, x.shape, out.shape)))
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    seq(x)
+    assert seen == [(seq[1][0], (1, 3, 4, 4), (1, 3, 4, 4))]
+    handle.remove()
+    seq(x)
+    assert len(seen) == 1

@@ -124,3 +124,13 @@ def test_cli_arch_checkpoint_and_json(tmp_path, capsys):
     with pytest.raises(SystemExit):
         summary.main(["nonexistent_arch"])
     assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_reactnet_models_count_the_same_binary_layers():
+    """The ReActNet block runs its conv through a fused path; the accounting
+    still sees every binary conv (forward hooks) with the basic block's shapes."""
+    from minisnn import models
+    basic = summary.summarize(models.resnet20("snn", "binary", tau=5))["totals"]
+    react = summary.summarize(models.resnet20("snn", "binary", tau=5, block="reactnet"))["totals"]
+    for key in ("binary_layers", "bnn_dot9", "snn_dot9", "binary_bnn_bits", "binary_snn_bits"):
+        assert react[key] == basic[key], key
