@@ -12,20 +12,35 @@ Writes are atomic (checkpoints and the JSON files beside them, via
 :func:`write_json`): the file is written to a temporary name in the same
 directory, flushed and fsynced, then ``os.replace``-d over the target, so a
 crash leaves either the old checkpoint or the new one, never half a file.
+
+Reads trust nothing in the file (minisnn.npz): every member's name, dtype
+and shape are checked from its header before any data is read, declared
+sizes are bounded (by the model's own arrays in :func:`load_model`, else by
+``max_bytes``), the JSON config is parsed with a nesting limit, and every
+fault is a ValueError naming the file.
 """
 
 import json
 import os
 import pathlib
+import re
 import tempfile
 import zipfile
-import zlib
 
 import numpy as np
 
 from .models import build_model
+from .npz import NpzError, NpzReader
 
 CONFIG_KEY = "__config__"
+MAX_CHECKPOINT_BYTES = 1 << 31  # declared array bytes, when no model says what to expect
+MAX_CONFIG_BYTES = 1 << 22  # the JSON config (metrics of a few thousand epochs fit easily)
+MAX_JSON_DEPTH = 64
+# tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") names: 8 characters of [a-z0-9_]
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# Complete JSON strings (skipped: brackets inside them do not nest), brackets, or the
+# quote opening an unterminated string; possessive, so the scan stays linear.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]|"', re.S)
 
 
 def _json_default(value):
@@ -104,6 +119,21 @@ def _write_atomically(path, write):
     return path
 
 
+def remove_stale_temporaries(directory):
+    """Delete the temporary files that writes killed mid-way left in ``directory``
+    (``.NAME.XXXXXXXX.tmp``, see _write_atomically); returns their paths.
+
+    Only for a directory no one else is writing: a run directory whose lock
+    this process holds.
+    """
+    removed = []
+    for path in pathlib.Path(directory).glob(".*.tmp"):
+        if _TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _write_npz(f, arrays, compress=False):
     # What np.savez does, minus its keyword collisions (an array named "file")
     # and with pickling switched off as a second guard.
@@ -125,39 +155,110 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def load_checkpoint(path):
-    """Read a checkpoint: returns ``(arrays, config)``, arrays fully in memory.
-
-    Never unpickles. A missing, truncated, corrupt or foreign file, a missing
-    config or invalid config JSON raise ValueError naming the file and the fault.
-    """
-    path = pathlib.Path(path)
+def _open(path, max_bytes=MAX_CHECKPOINT_BYTES):
+    """An NpzReader of ``path`` (every member's header checked), or ValueError naming it."""
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file not found")
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array, not an .npz checkpoint")
-        with npz:
-            # Reading each member here checks its CRC and length now, not at first use.
-            arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not an "
-                         f".npz written by save_checkpoint): {type(exc).__name__}: {exc}") from None
-    if CONFIG_KEY not in arrays:
+        return NpzReader(path, max_bytes)
+    except NpzError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path, exc):
+    return ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not an .npz "
+                      f"written by save_checkpoint): {exc.detail}")
+
+
+def _read(reader, name, path):
+    try:
+        return reader.read(name)
+    except NpzError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _config(reader, path):
+    member = reader.members.get(CONFIG_KEY)
+    if member is None:
         raise ValueError(f"{path}: no {CONFIG_KEY!r} entry, so no config; "
                          "was it written by save_checkpoint?")
-    raw = arrays.pop(CONFIG_KEY)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    if member.dtype != np.uint8 or len(member.shape) != 1:
         raise ValueError(f"{path}: {CONFIG_KEY!r} should be 1-D uint8 JSON bytes, "
-                         f"found dtype {raw.dtype} shape {raw.shape}")
+                         f"found dtype {member.dtype} shape {member.shape}")
+    if member.nbytes > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: config of {member.nbytes} bytes, more than the "
+                         f"{MAX_CONFIG_BYTES} allowed")
     try:
-        config = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = _read(reader, CONFIG_KEY, path).tobytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: config is not valid UTF-8 JSON: {exc}") from None
+    config = parse_json(text, path, "config")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: config should be a JSON object, found {type(config).__name__}")
+    return config
+
+
+def load_checkpoint(path, max_bytes=MAX_CHECKPOINT_BYTES):
+    """Read a checkpoint: returns ``(arrays, config)``, arrays fully in memory.
+
+    Never unpickles. Every member's name, dtype and shape are checked from
+    its header before any data is read (minisnn.npz), their declared sizes
+    must add up to at most ``max_bytes``, each member's CRC is verified. A
+    missing, truncated, corrupt, oversized or foreign file, a missing config
+    or invalid config JSON raise ValueError naming the file and the fault.
+    """
+    path = pathlib.Path(path)
+    with _open(path, max_bytes) as reader:
+        config = _config(reader, path)
+        arrays = {name: _read(reader, name, path) for name in reader.members if name != CONFIG_KEY}
     return arrays, config
+
+
+def load_config(path):
+    """The config of a checkpoint, without reading its arrays."""
+    path = pathlib.Path(path)
+    with _open(path) as reader:
+        return _config(reader, path)
+
+
+def parse_json(text, where, what="config", allow_nan=True, max_depth=MAX_JSON_DEPTH):
+    """``json.loads(text)``, refusing (ValueError naming ``where``) nesting deeper
+    than ``max_depth`` before parsing (deeper JSON ends in a RecursionError) and,
+    unless ``allow_nan``, the constants NaN and Infinity."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        token = token.group()
+        if token == '"':
+            break  # an unterminated string: json.loads says where below
+        if token[0] != '"':
+            depth += 1 if token in "[{" else -1
+        if depth > max_depth:
+            raise ValueError(f"{where}: {what} nests deeper than {max_depth} levels")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not a number")
+
+    try:
+        return json.loads(text, **({} if allow_nan else {"parse_constant": refuse}))
+    except ValueError as exc:  # JSONDecodeError, and integers of more than 4300 digits
+        raise ValueError(f"{where}: {what} is not valid UTF-8 JSON: {exc}") from None
+
+
+def read_json(path, what="JSON", max_bytes=MAX_CONFIG_BYTES, allow_nan=False):
+    """A JSON file's value via :func:`parse_json`; size bounded, ValueError naming the file."""
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ValueError(f"{path}: {what} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path}: {what} is larger than {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: {what} is not valid UTF-8 JSON: {exc}") from None
+    return parse_json(text, path, what, allow_nan)
 
 
 def check_config(found, expected, path, keys=None, defaults=None):
@@ -228,13 +329,50 @@ def init_module_from(module, arrays, path, prefix="model."):
 
 
 def load_model(path):
-    """The model a training checkpoint holds, rebuilt and restored, in eval mode."""
-    arrays, config = load_checkpoint(path)
-    if not isinstance(config.get("model"), dict):
-        raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
-    try:
-        model = build_model(config["model"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
+    """The model a training checkpoint holds, rebuilt and restored, in eval mode.
+
+    The config is read first; the file's ``model.*`` members must then match
+    the model's arrays by name, shape and dtype kind, checked from their
+    headers, so nothing beyond what the model needs is ever read (optimizer
+    state is skipped). Arrays holding NaN or infinity are refused: nothing
+    downstream (inference, ROM export) can make sense of them.
+    """
+    path = pathlib.Path(path)
+    with _open(path) as reader:
+        config = _config(reader, path)
+        if not isinstance(config.get("model"), dict):
+            raise ValueError(f"{path}: config has no 'model' entry (not a training checkpoint?)")
+        try:
+            model = build_model(config["model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
+        state = model.state_dict()
+        _check_headers(reader, state, path, "model.")
+        arrays = {f"model.{name}": _read(reader, f"model.{name}", path) for name in state}
+    for name, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ValueError(f"{path}: array {name!r} holds NaN or infinite values "
+                             f"({np.count_nonzero(~np.isfinite(value))} of {value.size})")
     restore_module(model, arrays, path)
     return model.eval()
+
+
+def _check_headers(reader, state, path, prefix):
+    """The members named ``prefix + <state name>`` must be exactly ``state``'s arrays,
+    with their shapes and dtype kinds: checked before any data is read."""
+    found = {name[len(prefix):]: m for name, m in reader.members.items() if name.startswith(prefix)}
+    for name, value in state.items():
+        value = np.asarray(value)
+        if name not in found:
+            raise ValueError(f"{path}: missing array {prefix + name!r}, "
+                             f"expected shape {value.shape}, found none")
+        member = found[name]
+        if member.shape != value.shape:
+            raise ValueError(f"{path}: array {prefix + name!r} has shape {member.shape}, "
+                             f"expected {value.shape}")
+        if member.dtype.kind != value.dtype.kind:
+            raise ValueError(f"{path}: array {prefix + name!r} has dtype {member.dtype}, "
+                             f"expected {value.dtype}")
+    unexpected = sorted(set(found) - set(state))
+    if unexpected:
+        raise ValueError(f"{path}: unexpected array {prefix + unexpected[0]!r} not in the model")

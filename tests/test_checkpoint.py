@@ -295,3 +295,149 @@ def test_inference_checkpoint_is_compressed_and_rebuilds_the_model(tmp_path):
     loaded = checkpoint.load_model(path)
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
+# -- hostile files: every header checked before any data is read, memory bounded -------------
+def _npy_header(shape, descr="<f4"):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def _config_member():
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.frombuffer(b"{}", np.uint8))
+    return buf.getvalue()
+
+
+def _peak_while_refused(fn, match):
+    """Peak traced memory (numpy arrays included) while ``fn`` raises ValueError ``match``."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_tiny_file_claiming_terabytes_is_refused_from_its_header(tmp_path):
+    import zipfile
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__config__.npy", _config_member())
+        zf.writestr("model.w.npy", _npy_header((1 << 40,)) + bytes(16))  # 4 TB of float32
+    assert path.stat().st_size < 1000
+    peak = _peak_while_refused(lambda: load_checkpoint(path),
+                               r"huge\.npz.*'model\.w\.npy' declares shape \(1099511627776,\)")
+    assert peak < 1 << 20, peak
+
+
+def _set_declared_size(path, member, size):
+    """Overwrite a member's uncompressed size in its local and central zip headers."""
+    import struct
+    blob = bytearray(path.read_bytes())
+    for sig, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = blob.find(sig)
+        while at >= 0:
+            if blob[at + name_at:].startswith(member.encode()):
+                blob[at + size_at:at + size_at + 4] = struct.pack("<I", size)
+            at = blob.find(sig, at + 4)
+    path.write_bytes(bytes(blob))
+
+
+def test_a_zip_directory_lying_about_sizes_is_refused(tmp_path):
+    import zipfile
+    for compression, pattern in ((zipfile.ZIP_DEFLATED, "ratio above 64"),
+                                 (zipfile.ZIP_STORED, "stored with .* bytes but declares")):
+        path = tmp_path / "lie.npz"
+        with zipfile.ZipFile(path, "w", compression=compression) as zf:
+            zf.writestr("__config__.npy", _config_member())
+            zf.writestr("model.w.npy", _npy_header((1 << 30,)) + bytes(16))
+        _set_declared_size(path, "model.w.npy", 0xFFFFFFFF)  # 4 GB, matching no header
+        peak = _peak_while_refused(lambda: load_checkpoint(path), rf"lie\.npz.*{pattern}")
+        assert peak < 1 << 20, peak
+
+
+def test_a_deflate_bomb_is_refused_with_bounded_memory(tmp_path):
+    import zipfile
+    path = tmp_path / "bomb.npz"
+    n = 128 << 20  # 128 MiB of zeros deflate to ~130 kB
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("__config__.npy", _config_member())
+        with zf.open("model.bomb.npy", "w", force_zip64=True) as f:
+            f.write(_npy_header((n,), "|u1"))
+            chunk = bytes(1 << 20)
+            for _ in range(n >> 20):
+                f.write(chunk)
+    assert path.stat().st_size < n // 500
+    peak = _peak_while_refused(lambda: load_checkpoint(path), r"bomb\.npz.*decompression bomb")
+    assert peak < 4 << 20, peak
+
+
+def test_load_model_reads_nothing_the_model_does_not_need(tmp_path):
+    from minisnn import models
+    model = models.resnet20("fp", "real", seed=0)
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    ok = save_checkpoint(tmp_path / "ok.npz", {**arrays, "optim.big": np.zeros(8 << 20, np.float32)},
+                         {"model": model.config})
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        checkpoint.load_model(ok)  # skips the 32 MB optimizer array
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+    extra = save_checkpoint(tmp_path / "extra.npz",
+                            {**arrays, "model.unexpected": np.zeros(8 << 20, np.float32)},
+                            {"model": model.config})
+    peak = _peak_while_refused(lambda: checkpoint.load_model(extra),
+                               r"extra\.npz.*unexpected array 'model\.unexpected' not in the model")
+    assert peak < 16 << 20, peak
+    arrays["model.fc.weight"] = np.zeros((10, 63), np.float32)
+    bad = save_checkpoint(tmp_path / "bad.npz", arrays, {"model": model.config})
+    with pytest.raises(ValueError, match=r"bad\.npz.*'model\.fc\.weight' has shape \(10, 63\), "
+                                         r"expected \(10, 64\)"):
+        checkpoint.load_model(bad)
+
+
+def test_deeply_nested_json_config_is_a_value_error(tmp_path):
+    import zipfile
+    import io
+    deep = tmp_path / "deep.npz"
+    text = b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.frombuffer(text, np.uint8))
+    with zipfile.ZipFile(deep, "w") as zf:
+        zf.writestr("__config__.npy", buf.getvalue())
+    with pytest.raises(ValueError, match=r"deep\.npz.*config nests deeper than 64 levels"):
+        load_checkpoint(deep)
+    # brackets inside strings do not nest; 64 levels are fine
+    config = {"s": "[{" * 1000 + '\\"[', "n": json.loads("[" * 63 + "]" * 63)}
+    path = save_checkpoint(tmp_path / "fine.npz", {}, config)
+    assert load_checkpoint(path)[1] == config == checkpoint.load_config(path)
+
+
+def test_load_model_refuses_non_finite_weights(tmp_path):
+    from minisnn import models
+    model = models.resnet20("bnn", "binary", seed=0)
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays["model.layer1.0.conv1.weight"][0, 0, 0, 0] = np.nan
+    path = save_checkpoint(tmp_path / "nan.npz", arrays, {"model": model.config})
+    with pytest.raises(ValueError, match=r"nan\.npz.*'model\.layer1\.0\.conv1\.weight' holds NaN "
+                                         r"or infinite values \(1 of"):
+        checkpoint.load_model(path)
+
+
+def test_stale_temporaries_of_killed_writes_are_removed(tmp_path):
+    stale = [tmp_path / ".checkpoint.npz.k3j_9xq2.tmp", tmp_path / ".metrics.json.abcdefgh.tmp"]
+    keep = [tmp_path / "checkpoint.npz", tmp_path / "notes.tmp", tmp_path / ".hidden.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    assert sorted(checkpoint.remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert listing(tmp_path) == sorted(p.name for p in keep)
