@@ -49,6 +49,9 @@ from .subbit import NUM_KERNELS, SIGN_MEMORY, SubBitConv2d
 ARCH = "resnet18"
 PATTERNS = ".binary_conv.binarize.patterns"
 FLAT_WEIGHTS = ".binary_conv.weights"  # ReActNet's HardBinaryConv: (N, 1)
+# Score gap (w.K_a - w.K_b) under which PyTorch's float32 distances (about 3, so
+# rounded to ~2^-22) may pick either kernel: 2^-19 leaves a margin of 8.
+NEAR_TIE = 2.0 ** -19
 _BIT_WEIGHTS = 1 << np.arange(9)
 
 
@@ -168,6 +171,19 @@ def pattern_codes(patterns, key, source="checkpoint"):
     return codes, int((np.abs(p) < SIGN_MEMORY).sum()), int((p == 0).sum())
 
 
+def near_ties(weight, kernels, chunk=1 << 14):
+    """How many kernels of ``weight`` (..., 3, 3) have two codebook ``kernels``
+    (S, 9) nearly equally near: score gap w.K below :data:`NEAR_TIE`, where the
+    float32 distances PyTorch computes may rank them either way."""
+    w = weight.reshape(-1, 9)
+    k = kernels.astype(np.float64).T
+    count = 0
+    for start in range(0, len(w), chunk):  # bounded memory: chunk x S scores at a time
+        top2 = np.partition(w[start:start + chunk].astype(np.float64) @ k, -2, axis=1)[:, -2:]
+        count += int((top2[:, 1] - top2[:, 0] < NEAR_TIE).sum())
+    return count
+
+
 def convert(state, source="checkpoint", sign_weights=False, seed=0):
     """A minisnn model (eval mode) holding the arrays of an authors'-layout state dict.
 
@@ -226,6 +242,15 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
         raise ValueError(f"{source}: no key {source_key!r} for minisnn's {name!r} "
                          f"(shape {array.shape})")
     model.load_state_dict(filled, source=str(source))
+    ties = {name: near_ties(mod.weight.data, mod.codebook.kernels)
+            for name, mod in model.named_modules() if isinstance(mod, SubBitConv2d)}
+    if sum(ties.values()):
+        layers = [name for name, n in ties.items() if n]
+        warnings.warn(f"{source}: {sum(ties.values())} kernels in {len(layers)} layers (first "
+                      f"{layers[0]}: {ties[layers[0]]}) have two codebook kernels within float32 "
+                      "rounding of equally near; minisnn assigns the exact nearest (ties to the "
+                      "lower row), PyTorch's float32 distances may have picked the other, so "
+                      "logits can differ from PyTorch's there")
     return model.eval()
 
 

@@ -21,7 +21,10 @@ dtype, strided views and shared storages, with the expected values in
 ``tensors.npz``. ``--full`` writes the authors' full ResNet-18 (64..512
 channels, 1000 classes) at tau 4, 5, 6 and as a BNN, each with its Adam
 state as the authors' training script saves it, plus a bare tau-5 state
-dict, and ``logits.npz`` for a 224x224 input.
+dict, and ``logits.npz`` for a 224x224 input: ``NAME`` with PyTorch's
+float32 nearest patterns (the authors' arithmetic), ``NAME:exact`` with the
+exact nearest ones (minisnn's); they differ where a kernel is near-tied
+between two patterns (a few in a million at this size).
 """
 
 import argparse
@@ -81,11 +84,15 @@ class Binarize(nn.Module):
         self.memory = torch.where(keep, self.memory, torch.sign(self.patterns))
         return self.memory
 
+    exact = False  # True: the exact nearest kernel (minisnn's), not float32's
+
     def forward(self, w):
         k = self.kernels()
-        # float32 distances computed directly, as in training (no matmul shortcut)
-        idx = torch.cdist(w.reshape(-1, 9), k, compute_mode="donot_use_mm_for_euclid_dist")
-        idx = idx.argmin(dim=1)
+        if self.exact:  # float64 scores of float32 values: exact, ties to the lowest row
+            idx = (w.reshape(-1, 9).double() @ k.double().T).argmax(dim=1)
+        else:  # float32 distances computed directly, as in training (no matmul shortcut)
+            idx = torch.cdist(w.reshape(-1, 9), k, compute_mode="donot_use_mm_for_euclid_dist")
+            idx = idx.argmin(dim=1)
         return k[idx].reshape(w.shape)
 
 
@@ -213,17 +220,21 @@ def set_patterns(binarize, gen, small):
     binarize.memory[q == 0] = 1.0
 
 
-def check_assignments(model):
-    """The fixture must not depend on float32 rounding of near-tied distances."""
+def check_assignments(model, strict=True):
+    """Kernels whose float32 nearest pattern (PyTorch's) differs from the exact one
+    (minisnn's): the small fixtures must have none; returns their number."""
+    differ = 0
     for name, mod in model.named_modules():
         if isinstance(mod, SubBitConv):
             w = mod.weight.detach().reshape(-1, 9)
             k = mod.binarize.kernels()
             a32 = torch.cdist(w, k, compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
             a64 = (w.double() @ k.double().T).argmax(dim=1)
-            assert torch.equal(a32, a64), f"{name}: float32 and exact assignments differ"
+            differ += int((a32 != a64).sum())
+            assert not strict or torch.equal(a32, a64), f"{name}: float32 and exact differ"
         if isinstance(mod, SignConv):  # torch.sign(0) = 0 where minisnn's sign gives +1
             assert (mod.weights != 0).all(), f"{name}: a latent weight is exactly 0"
+    return differ
 
 
 def atomic(path, write):
@@ -243,7 +254,7 @@ def save(obj, path, fmt):
     atomic(path, lambda f: torch.save(obj, f, _use_new_zipfile_serialization=(fmt == "zip")))
 
 
-def make_checkpoint(spec, gen, widths, num_classes):
+def make_checkpoint(spec, gen, widths, num_classes, strict=True):
     model = Net(spec["conv"], spec.get("tau"), widths, num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if spec.get("optimizer") == "stepped":
@@ -257,7 +268,9 @@ def make_checkpoint(spec, gen, widths, num_classes):
         state = collections.OrderedDict((k, v.half() if v.is_floating_point() else v)
                                         for k, v in state.items())
         model.load_state_dict(state)  # the logits below are those of the stored values
-    check_assignments(model)
+    differ = check_assignments(model, strict)
+    if differ:
+        print(f"  {differ} kernels: PyTorch's float32 nearest pattern is not the exact one")
     if spec["layout"] == "bare":
         return model, state
     prefixed = collections.OrderedDict((f"module.{k}", v) for k, v in state.items())
@@ -318,10 +331,13 @@ def write_full(out, seed):
     specs["resnet18_bnn.pth"] = dict(conv="sign", fmt="zip", layout="authors", optimizer="stepped")
     specs["resnet18_tau5_bare.legacy.pth"] = dict(conv="subbit", tau=5, fmt="legacy", layout="bare")
     for name, spec in specs.items():
-        model, obj = make_checkpoint(spec, gen, FULL_WIDTHS, 1000)
+        model, obj = make_checkpoint(spec, gen, FULL_WIDTHS, 1000, strict=False)
         save(obj, out / name, spec["fmt"])
         with torch.no_grad():
             logits[name] = model(x).numpy()
+            Binarize.exact = True
+            logits[f"{name}:exact"] = model(x).numpy()
+            Binarize.exact = False
         print(f"wrote {out / name} ({(out / name).stat().st_size / 2 ** 20:.1f} MiB)")
     atomic(out / "logits.npz", lambda f: np.savez(f, **logits))
 

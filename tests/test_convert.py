@@ -85,6 +85,24 @@ def test_tiny_and_zero_pattern_entries_warn():
         convert.convert(state, "tau5")
 
 
+def test_near_ties_counted_and_warned():
+    kernels = np.array([[1.0] * 9, [1.0] * 8 + [-1.0]])
+    w = np.array([[0.1] * 8 + [g] for g in (0.0, 2.0 ** -21, 2.0 ** -19, 1e-3)])
+    assert convert.near_ties(w, kernels) == 2  # score gaps 2 * g: 0 and 2^-20 are < 2^-19
+    state, _ = read("reactnet_tau5.legacy.pth")
+    p = state["layer1.2.binary_conv.binarize.patterns"]
+    a, b = np.where(p[3] >= 0, 1, -1), np.where(p[7] >= 0, 1, -1)
+    w = state["layer1.2.binary_conv.weight"].copy()
+    w[1, 2] = (0.05 * (a + b) / 2).reshape(3, 3)  # equally near rows 3 and 7
+    state["layer1.2.binary_conv.weight"] = w
+    with pytest.warns(UserWarning, match=r"1 kernels in 1 layers \(first layer1.2.binary_conv: 1\)"):
+        model = convert.convert(state, "tau5")
+    scores = np.where(p >= 0, 1.0, -1.0) @ w[1, 2].ravel().astype(np.float64)
+    tied = np.flatnonzero(scores == scores.max())
+    assert 3 in tied and 7 in tied  # and any kernel agreeing with both where they agree
+    assert model.layer1[2].binary_conv.idx[1, 2] == tied[0]  # exact ties go to the lowest row
+
+
 def test_zero_latent_weights_of_a_sign_conv_warn():
     state, _ = read("reactnet_bnn.zip.pth")
     w = state["layer2.1.binary_conv.weights"].copy()
