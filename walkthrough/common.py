@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from minisnn.checkpoint import write_json  # noqa: F401  (the scripts write results with it)
+from minisnn.checkpoint import load_checkpoint, write_json
 from minisnn.train import lock_holder
 
 # The recipe of steps 1 and 3 (walkthrough/README.md says how it was chosen).
@@ -116,10 +116,23 @@ def parser(description, models=None):
     p.add_argument("--seed", type=int, default=0, help="seed of every training run")
     p.add_argument("--jobs", type=int, default=2,
                    help="models trained at once (one core each), where a step has to train")
+    p.add_argument("--pretrained", action="store_true",
+                   help=f"use the trained models shipped in {MODELS_DIR} instead of training "
+                   "(minutes instead of hours; their figures are the full-mode run's)")
     if models:
         p.add_argument("--only", nargs="+", choices=models, default=list(models),
                        help="train only these models")
     return p
+
+
+# The shipped pretrained models (walkthrough/publish.py writes them).
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def shipped():
+    """name -> manifest entry of the shipped models."""
+    path = MODELS_DIR / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def model_dir(args, name):
@@ -146,6 +159,8 @@ def train_command(args, name):
 
 
 def finished(args, name):
+    if getattr(args, "pretrained", False):
+        return name in shipped()
     return (model_dir(args, name) / "metrics.json").exists()
 
 
@@ -168,6 +183,14 @@ def train_models(args, names, status_every=60.0):
     model's latest progress line every ``status_every`` seconds and fails
     naming the model and its log.
     """
+    if getattr(args, "pretrained", False):
+        missing = [n for d in names for n in with_dependencies(d) if n not in shipped()]
+        if missing:
+            raise SystemExit(f"--pretrained: {', '.join(dict.fromkeys(missing))} not shipped in "
+                             f"{MODELS_DIR}; train them (run without --pretrained)")
+        for name in names:
+            print(f"{name}: pretrained {checkpoint(args, name)}", flush=True)
+        return
     todo = []
     for name in names:
         todo += [n for n in with_dependencies(name) if n not in todo and not finished(args, n)]
@@ -219,6 +242,10 @@ def train_models(args, names, status_every=60.0):
 
 
 def metrics(args, name):
+    if getattr(args, "pretrained", False):
+        if name not in shipped():
+            raise SystemExit(f"{name} is not shipped in {MODELS_DIR}")
+        return load_checkpoint(checkpoint(args, name))[1]["metrics"]
     path = model_dir(args, name) / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: train {name} first (its training step does)")
@@ -232,6 +259,8 @@ def _summary(args, name):
 
 
 def checkpoint(args, name):
+    if getattr(args, "pretrained", False):
+        return MODELS_DIR / shipped()[name]["file"]
     return model_dir(args, name) / "checkpoint.npz"
 
 

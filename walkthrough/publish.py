@@ -10,13 +10,11 @@ it reached on all 10,000 CIFAR-10 test images.
 
 import hashlib
 import json
-from pathlib import Path
 
 import common
 from minisnn.checkpoint import load_model, save_inference, write_json
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-MANIFEST = MODELS_DIR / "manifest.json"
+MODELS_DIR = common.MODELS_DIR
 
 
 def sha256(path):
@@ -36,7 +34,8 @@ def publish(args, name, folder=MODELS_DIR):
              "epochs": m["epoch"][-1], "train_minutes": round(m["total_seconds"] / 60, 1),
              "test_accuracy": round(100 * m["final_test_acc"], 2),
              "test_correct": round(m["final_test_acc"] * len_test(m))}
-    path = save_inference(folder / f"{name}.npz", model, **entry)
+    metrics = {k: v for k, v in m.items() if k != "train"}  # the run's own paths stay out
+    path = save_inference(folder / f"{name}.npz", model, metrics=metrics, **entry)
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[name] = dict(entry, file=path.name, sha256=sha256(path))
@@ -51,6 +50,8 @@ def len_test(metrics):
 
 def main(argv=None):
     args = common.parser(__doc__, list(common.MODELS)).parse_args(argv)
+    if args.pretrained:
+        raise SystemExit("--pretrained models are already published")
     if args.quick:
         raise SystemExit("--quick models are not worth shipping: publish full runs only")
     for name in args.only:
