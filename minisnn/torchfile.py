@@ -12,10 +12,11 @@ Both formats ``torch.save`` has written:
 Every pickle is first scanned opcode by opcode (:func:`pickletools.genops`
 over a reader that never returns more than the file holds), so a length
 field claiming more bytes than remain is refused before the unpickler would
-allocate it. The pickles are then read by :class:`pickle.Unpickler` restricted the way
-``torch.load(weights_only=True)`` restricts it: ``find_class`` allows exactly
-the globals that rebuild tensors and ordered dicts (:data:`ALLOWED_GLOBALS`)
-and refuses anything else, naming it, before it could be called. A tensor
+allocate it. The pickles are then read by :class:`pickle.Unpickler`
+restricted the way ``torch.load(weights_only=True)`` restricts it:
+``find_class`` allows exactly the globals that rebuild tensors and ordered
+dicts (:data:`ALLOWED_GLOBALS`) and refuses anything else, naming it,
+before it could be called. A tensor
 becomes an inert placeholder while the pickle is read; storages are read
 afterwards, each once, after their sizes were checked against the file,
 and every tensor becomes a read-only numpy view of its storage (strides
@@ -154,6 +155,11 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         found = ALLOWED_GLOBALS.get((module, name))
+        if found is None and module == "torch" and name.endswith("Storage"):
+            raise TorchFileError(
+                f"{self.source}: refusing the global {module}.{name}: a storage type this "
+                f"reader does not support (it reads {', '.join(STORAGE_DTYPES)}); save the "
+                "tensors as float32 or float16")
         if found is None:
             raise TorchFileError(
                 f"{self.source}: refusing the global {module}.{name}: a checkpoint may only "

@@ -95,7 +95,8 @@ def test_near_ties_counted_and_warned():
     w = state["layer1.2.binary_conv.weight"].copy()
     w[1, 2] = (0.05 * (a + b) / 2).reshape(3, 3)  # equally near rows 3 and 7
     state["layer1.2.binary_conv.weight"] = w
-    with pytest.warns(UserWarning, match=r"1 kernels in 1 layers \(first layer1.2.binary_conv: 1\)"):
+    with pytest.warns(UserWarning, match=r"1 kernels in 1 layers "
+                                         r"\(first layer1.2.binary_conv: 1\)"):
         model = convert.convert(state, "tau5")
     scores = np.where(p >= 0, 1.0, -1.0) @ w[1, 2].ravel().astype(np.float64)
     tied = np.flatnonzero(scores == scores.max())
@@ -177,6 +178,9 @@ def duplicate_row(state, key):
     ("reactnet_bnn.zip.pth",
      lambda s: s.__setitem__("layer1.0.binary_conv.weights", np.zeros((143, 1), np.float16)),
      r"'layer1.0.binary_conv.weights' has shape \(143, 1\).*expected \(4, 4, 3, 3\)"),
+    ("reactnet_bnn.zip.pth",
+     lambda s: s.__setitem__("layer3.1.prelu.weight", np.array([np.nan] * 16, np.float16)),
+     r"'layer3.1.prelu.weight' holds 16 values that are NaN or infinite"),
     ("reactnet_bnn.zip.pth",
      lambda s: s.__setitem__("layer1.0.bn1.running_mean", np.zeros(4, np.int64)),
      r"'layer1.0.bn1.running_mean' has shape \(4,\) and dtype int64, expected \(4,\) float"),

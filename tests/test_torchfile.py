@@ -365,6 +365,14 @@ def test_malformed_objects_refused(case, match, tmp_path):
         torchfile.load(path)
 
 
+def test_unsupported_dtype_named(tmp_path):
+    pkl = dict_pickle(t=tensor_ops("0", 2, 0, (2,), (1,), storage="BFloat16Storage"))
+    path = write_zip(tmp_path / "t.pth", pkl, {"0": bytes(4)})
+    with pytest.raises(TorchFileError, match="torch.BFloat16Storage: a storage type this reader "
+                                             "does not support"):
+        torchfile.load(path)
+
+
 def test_big_endian_storages_read_by_value(tmp_path):
     values = np.array([1.5, -2.0, 3.25], ">f4")
     pkl = dict_pickle(t=tensor_ops("0", 3, 0, (3,), (1,)))
