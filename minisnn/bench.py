@@ -36,7 +36,55 @@ TRAIN_MODES = (  # (name, quant, act, block, distilled: Adam and an fp teacher, 
     ("tau=5 W/1A", "snn", "binary", "basic", False),
     ("step1 KD", "fp", "binary", "reactnet", True), ("1W/1A KD", "bnn", "binary", "reactnet", True),
     ("tau=5 W/1A KD", "snn", "binary", "reactnet", True),
+    ("1W/1A KD cached", "bnn", "binary", "reactnet", "cached"),
 )
+
+
+def _torch_train_step(batch, seed):
+    """PyTorch's float ResNet-20 training step (SGD, the same shapes and option-A
+    shortcuts as minisnn's fp model) on one random batch, or None without torch.
+    For comparison only: torch is not a dependency of minisnn."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.stride, self.pad = stride, (c_out - c_in) // 2
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+            if self.pad:
+                short = nn.functional.pad(short, (0, 0, 0, 0, self.pad, self.pad))
+            return torch.relu(out + short)
+
+    torch.manual_seed(seed)
+    layers, c_in = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for s, width in enumerate((16, 32, 64)):
+        for b in range(3):
+            layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
+            c_in = width
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
 
 
 def _peak_step_memory(step):
@@ -57,8 +105,10 @@ def _run_train(args):
     hits every mode alike; each timed step follows an untimed one of the
     same mode, as in training. The 'KD' modes are the two-step recipe's:
     ReActNet blocks, Adam, and an eval-mode full-precision ResNet-20
-    teacher's forward on the same batch; 'vs 1W/1A' compares with the
-    plain 1W/1A step."""
+    teacher's forward on the same batch ('cached': its logits read from the
+    cache, as runs after the first of a seed do); 'vs 1W/1A' compares with
+    the plain 1W/1A step; 'PyTorch fp' (when torch is importable) is
+    PyTorch's float ResNet-20 step on the same batch."""
     import resource
     import time
 
@@ -81,9 +131,21 @@ def _run_train(args):
         opt = (make_optimizer("adam", model.named_parameters(), 1e-3) if distilled else
                make_optimizer("sgd", model.named_parameters(), 0.01, weight_decay=5e-4))
         hooks = update_hooks(model)
-        steps[name] = (lambda model=model, opt=opt, hooks=hooks, t=teacher if distilled else None:
-                       train_step(model, opt, x, y, hooks, None if t is None else t.forward(x)))
+        if distilled == "cached":  # the teacher's logits read from --teacher-cache
+            logits = teacher.forward(x)
+            steps[name] = (lambda model=model, opt=opt, hooks=hooks, t=logits:
+                           train_step(model, opt, x, y, hooks, t))
+        else:
+            steps[name] = (lambda model=model, opt=opt, hooks=hooks, t=teacher if distilled else None:
+                           train_step(model, opt, x, y, hooks, None if t is None else t.forward(x)))
         steps[name]()  # warm-up: numba compilation, first allocations
+    if not args.modes or "PyTorch fp" in args.modes:
+        torch_step = _torch_train_step(args.batch, args.seed)
+        if torch_step is None:
+            print("PyTorch not importable: no PyTorch row (pip install torch to compare)")
+        else:
+            steps["PyTorch fp"] = torch_step
+            torch_step()
     times = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
@@ -99,7 +161,8 @@ def _run_train(args):
         med = float(np.median(times[name]))
         rows.append({"mode": name, "step_ms": 1e3 * med, "step_min_ms": 1e3 * min(times[name]),
                      "images_per_s": args.batch / med,
-                     "peak_step_mib": _peak_step_memory(steps[name]) / 2**20})
+                     "peak_step_mib": (None if name == "PyTorch fp"  # torch's own allocator
+                                       else _peak_step_memory(steps[name]) / 2**20)})
     by_mode = {r["mode"]: r for r in rows}
     for r in rows:
         fp = by_mode.get("fp")
@@ -109,18 +172,20 @@ def _run_train(args):
             r["vs_bnn"] = r["step_ms"] / bnn["step_ms"] if bnn else None
         plain = by_mode.get("1W/1A")
         r["vs_1w1a"] = r["step_ms"] / plain["step_ms"] if plain else None
+        torch_fp = by_mode.get("PyTorch fp")
+        r["vs_pytorch_fp"] = r["step_ms"] / torch_fp["step_ms"] if torch_fp else None
     result = {"batch": args.batch, "repeats": args.repeats, "rows": rows,
               "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if not args.json:
         print(f"ResNet-20 training step, batch {args.batch}, median of {args.repeats} (interleaved)")
         print(f"{'mode':<15}{'step ms':>9}{'min ms':>9}{'img/s':>8}{'vs fp':>7}{'vs BNN':>8}"
-              f"{'vs 1W/1A':>10}{'peak MiB':>10}")
+              f"{'vs 1W/1A':>10}{'vs PyTorch':>12}{'peak MiB':>10}")
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         for r in rows:
-            vf = "-" if r["vs_fp"] is None else f"{r['vs_fp']:.2f}"
-            vb = f"{r['vs_bnn']:.2f}" if r.get("vs_bnn") else "-"
-            va = "-" if r["vs_1w1a"] is None else f"{r['vs_1w1a']:.2f}"
+            peak = "-" if r["peak_step_mib"] is None else f"{r['peak_step_mib']:.0f}"
             print(f"{r['mode']:<15}{r['step_ms']:9.1f}{r['step_min_ms']:9.1f}{r['images_per_s']:8.0f}"
-                  f"{vf:>7}{vb:>8}{va:>10}{r['peak_step_mib']:10.0f}")
+                  f"{fmt(r['vs_fp']):>7}{fmt(r.get('vs_bnn')):>8}{fmt(r['vs_1w1a']):>10}"
+                  f"{fmt(r['vs_pytorch_fp']):>12}{peak:>10}")
         print(f"process peak RSS {result['process_max_rss_mib']:.0f} MiB")
     return result
 
@@ -131,7 +196,8 @@ def _register_train(sub):
     p.add_argument("--batch", type=int, default=128, help="training batch size")
     p.add_argument("--repeats", type=int, default=7, help="timed steps per mode (median)")
     p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
-                   help="subset of: " + ", ".join(m[0] for m in TRAIN_MODES))
+                   help="subset of: " + ", ".join(m[0] for m in TRAIN_MODES)
+                   + ", PyTorch fp (when torch is importable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the models and random batch")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "train", _run_train
