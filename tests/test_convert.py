@@ -74,6 +74,24 @@ def test_codebooks_are_the_patterns_and_their_signs_in_file_order(name):
         np.testing.assert_array_equal(layer.idx.ravel(), dist.argmin(axis=1))
 
 
+def test_tau9_patterns_act_as_the_sign_bnn():
+    """All 512 kernels in any row order (the authors' bit_num=9): each latent
+    kernel's nearest is its own sign, so the model equals the BNN reading."""
+    state, _ = read("reactnet_tau5.legacy.pth")
+    rng = np.random.default_rng(0)
+    bnn_state = {k: v for k, v in state.items() if not k.endswith("binarize.patterns")}
+    for key in [k for k in state if k.endswith("binarize.patterns")]:
+        signs = codes_to_kernels(rng.permutation(512)).reshape(512, 9)
+        state[key] = (signs * rng.uniform(0.01, 3, (512, 9))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near ties: latent weights with a component near 0
+        snn = convert.convert(state, "tau9")
+    bnn = convert.convert(bnn_state, "bnn", sign_weights=True)
+    assert snn.config["tau"] == 9 and bnn.config["quant"] == "bnn"
+    x = np.load(FIXTURES / "logits.npz")["x"]
+    np.testing.assert_array_equal(snn.forward(x.copy()), bnn.forward(x.copy()))
+
+
 def test_tiny_and_zero_pattern_entries_warn():
     state, _ = read("reactnet_tau4.zip.pth")
     with pytest.warns(UserWarning, match=r"62 pattern entries in 16 layers .* \+1 for the 16 "
