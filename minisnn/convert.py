@@ -38,6 +38,11 @@ the other one there: counted and warned about. Anything it cannot place is
 refused (exit status 2) naming the first key or shape.
 """
 
+from . import runtime
+
+if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
+    runtime.tune_process()
+
 import argparse
 import re
 import sys
@@ -151,13 +156,6 @@ def infer(state, source="checkpoint", sign_weights=False):
             "snn_options": {}, "widths": [int(w) for w in widths]}
 
 
-def build(config):
-    """The model of an :func:`infer` config (widths as found, not only ResNet-18's)."""
-    cls, kwargs = models.ARCHS[config["arch"]]
-    kwargs = dict(kwargs, widths=tuple(config["widths"]))
-    return cls(config, num_classes=config["num_classes"], **kwargs)
-
-
 def pattern_codes(patterns, key, source="checkpoint"):
     """Kernel codes of the authors' patterns (2^tau, 9): sign per entry, +1 for 0.
 
@@ -199,7 +197,7 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
     latent weights of a sign (BNN) conv.
     """
     config = dict(infer(state, source, sign_weights), seed=int(seed))
-    model = build(config)
+    model = models.build_model(config)
     targets = {name: p.data for name, p in model.named_parameters()}
     targets.update(dict(model.named_buffers()))
     filled, small, zeros, small_layers = {}, 0, 0, []

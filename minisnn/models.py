@@ -296,9 +296,16 @@ ARCHS = {"resnet20": (ResNetCifar, dict(depth=20, widths=(16, 32, 64))),
 
 
 def build_model(config):
-    """Rebuild a model from its config (as stored in a checkpoint)."""
+    """Rebuild a model from its config (as stored in a checkpoint); a config's
+    ``widths`` (channels per stage) replaces the architecture's."""
     arch = config.get("arch")
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
     cls, kwargs = ARCHS[arch]
+    if config.get("widths") is not None:
+        widths = tuple(int(w) for w in config["widths"])
+        if len(widths) != len(kwargs["widths"]) or min(widths) < 1:
+            raise ValueError(f"{arch} needs {len(kwargs['widths'])} positive stage widths, "
+                             f"found {config['widths']}")
+        kwargs = dict(kwargs, widths=widths)
     return cls(config, num_classes=config.get("num_classes", 10), **kwargs)

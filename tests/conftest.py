@@ -1,8 +1,6 @@
 """Fixtures shared by several test modules: real CIFAR-10 and briefly trained
 binary models (trained once per session; the RTL and compile tests reuse them)."""
 
-from pathlib import Path
-
 from minisnn import runtime
 
 runtime.tune_process()  # as the command-line tools do, before numpy and numba load
@@ -13,13 +11,11 @@ import pytest
 from minisnn import data as D  # noqa: E402
 from minisnn import train  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-
-
 @pytest.fixture(scope="session")
 def cifar():
-    """The whole CIFAR-10 (decoded cache; the shared archive on first use)."""
-    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
+    """The whole CIFAR-10, found as the command-line tools find it (MINISNN_DATA,
+    ../shared/data/, else the checksum-checked download of the official
+    release; decoded once into the cache)."""
     d = D.load_cifar10(progress=False)
     assert d["x_test"].shape == (10000, 32, 32, 3)
     return d

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisnn import convert, torchfile
+from minisnn import convert, models, torchfile
 from minisnn.checkpoint import load_checkpoint, load_model, restore_module
 from minisnn.quant import BinaryConv2d, SignInputConv2d
 from minisnn.subbit import SubBitConv2d, codes_to_kernels
@@ -230,13 +230,11 @@ def test_cli_writes_a_checkpoint_of_the_same_model(tmp_path, capsys):
     arrays, config = load_checkpoint(out)
     assert config["epoch"] == 256 and config["best_top1_acc"] == 61.25
     assert config["converted_from"].endswith(name)
-    model = convert.build(config["model"])
+    model = models.build_model(config["model"])
     restore_module(model, arrays, out)
     assert_logits_match(model.eval(), name)
 
 
-@pytest.mark.xfail(strict=True, reason="models.build_model builds ResNet-18 at 64..512 whatever "
-                                       "config['widths'] says (change requested)")
 def test_load_model_rebuilds_a_reduced_width_conversion(tmp_path):
     out = tmp_path / "model.npz"
     assert convert.main([str(FIXTURES / "reactnet_tau6.zip.pth"), "--out", str(out)]) == 0

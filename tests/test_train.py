@@ -14,16 +14,15 @@ from minisnn import data as D
 from minisnn import models, optim, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
 @pytest.fixture(scope="module")
-def real_npz(tmp_path_factory):
-    """A few hundred real CIFAR-10 images from the shared archive, as an .npz source."""
-    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
-    d = D.load_image_folder(SHARED, limit_per_class=24)  # 240 train + 240 test images
+def real_npz(tmp_path_factory, cifar):
+    """240 real CIFAR-10 training and 240 test images (24 per class), as an .npz source."""
+    x_train, y_train = D.take_subset(cifar["x_train"], cifar["y_train"], 240)
+    x_test, y_test = D.take_subset(cifar["x_test"], cifar["y_test"], 240)
     path = tmp_path_factory.mktemp("data") / "cifar-small.npz"
-    np.savez(path, **d)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
 
 
