@@ -469,8 +469,7 @@ def _check_binary_convs(model):
                 raise ValueError(error)
 
 
-def _compile_basic_stages(model):
-    size = model.input_size
+def _compile_basic_stages(model, size):
     blocks = []
     for s, stage in enumerate(model.stages()):
         for b, block in enumerate(stage):
@@ -512,10 +511,11 @@ def _compile_reactnet_stages(model, size):
     return blocks
 
 
-def compile_model(model):
+def compile_model(model, input_size=None):
     """Compile a ResNet with binary activations and binary or sub-bit weights
     (the CIFAR ResNet's Bi-Real blocks, or ReActNet blocks in the CIFAR or the
-    ImageNet ResNet) into a CompiledModel computing its eval-mode function.
+    ImageNet ResNet) into a CompiledModel computing its eval-mode function on
+    images of ``input_size`` (default the model's: 32 CIFAR, 224 ImageNet).
 
     A model without binary weights and activations in every block conv is
     refused with a ValueError naming the first offending layer.
@@ -528,18 +528,19 @@ def compile_model(model):
     if model.conv1.bias is not None:
         raise ValueError("layer conv1: the stem conv has a bias, which minisnn's ResNets never build")
     maxpool = isinstance(model, ResNetImageNet)
+    input_size = model.input_size if input_size is None else int(input_size)
     if reactnet:
-        size = F.conv_output_size(model.input_size, model.conv1.kernel_size, model.conv1.stride,
+        size = F.conv_output_size(input_size, model.conv1.kernel_size, model.conv1.stride,
                                   model.conv1.padding)
         blocks = _compile_reactnet_stages(model, F.conv_output_size(size, 3, 2, 1) if maxpool
                                           else size)
     else:
-        blocks = _compile_basic_stages(model)
+        blocks = _compile_basic_stages(model, input_size)
     return CompiledModel(
         config=dict(model.config), stem_weight=model.conv1.weight.data.copy(),
         stem_stride=model.conv1.stride, stem_padding=model.conv1.padding,
         stem_bn=bn_affine(model.bn1), blocks=blocks, fc_weight=model.fc.weight.data.copy(),
-        fc_bias=model.fc.bias.data.copy(), input_size=model.input_size,
+        fc_bias=model.fc.bias.data.copy(), input_size=input_size,
         stem_hardtanh=not reactnet, stem_maxpool=maxpool)
 
 

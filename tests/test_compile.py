@@ -214,8 +214,7 @@ def test_reactnet_resnet18_compiles_to_the_float_logits():
     """The authors' ImageNet layout (7x7 stem, max pool, 4 x 4 blocks), narrow
     enough to run here, on 64x64 images."""
     model = random_reactnet("resnet18", "snn", 5, 3, num_classes=7)
-    model.input_size = 64
-    compiled = C.compile_model(model)
+    compiled = C.compile_model(model, input_size=64)
     x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
     np.testing.assert_array_equal(compiled.predict(x), model.forward(x))
     assert len(compiled.layers) == 16 and compiled.layers[-1].c_in == 512

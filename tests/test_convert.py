@@ -248,3 +248,15 @@ def test_cli_refusals_exit_2(tmp_path, capsys):
             convert.main([str(target), "--out", str(tmp_path / "x.npz")])
         assert exc.value.code == 2 and match in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("name", [n for n, (quant, _) in CHECKPOINTS.items() if quant != "fp"])
+def test_integer_engine_equals_the_converted_float_model(name):
+    """The converted binary and sub-bit models compile to the integer engine,
+    whose logits equal minisnn's float model bit for bit."""
+    from minisnn.compile import compile_model
+    model = converted(name).eval()
+    x = np.load(FIXTURES / "logits.npz")["x"]
+    compiled = compile_model(model, input_size=x.shape[-1])
+    np.testing.assert_array_equal(compiled.predict(x), model.forward(x))
+    assert len(compiled.layers) == 16
