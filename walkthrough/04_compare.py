@@ -1,6 +1,7 @@
 """Step 4: the comparison table, the paper's story in one place.
 
-For every model of steps 1 and 3: test accuracy, bits per weight of the
+For every model of steps 1, 3 and 7 (each row says its recipe: 'sgd-cosine'
+for steps 1 and 3, 'reactnet-kd' for step 7): test accuracy, bits per weight of the
 binary 3x3 layers, model size in bytes (32-bit floats for the full-precision
 layers and batch norm, the binary layers at their own width), binary
 dot-product (Dot9) operations per image, and compression and Dot9 reduction
@@ -26,7 +27,7 @@ from minisnn.figures import scatter_plot
 from minisnn.summary import summarize
 
 ORDER = ("fp", "bnn_32a", "snn6_32a", "snn5_32a", "snn4_32a", "snn5_32a_norefine",
-         "snn5_32a_frequent", "bnn_1a", "snn5_1a")
+         "snn5_32a_frequent", "bnn_1a", "snn5_1a") + common.KD_MODELS
 DATA_NOTE = ("CIFAR-10 as re-encoded to JPEG in ../shared/data/cifar10-jpg.tar.gz (50,000 train / "
              "10,000 test images); accuracy is on all 10,000 test images")
 
@@ -38,6 +39,7 @@ def row(args, name):
     quant = m["model"]["quant"]
     prior = common.with_dependencies(name)[:-1]  # models it starts from, trained first
     r = {"name": name, "model": common.MODELS[name][0], "mode": m["mode"],
+         "recipe": common.recipe_of(name),
          "epochs": m["epoch"][-1], "train_minutes": round(m["total_seconds"] / 60, 1),
          "starts_from": {option.lstrip("-"): dep for option, dep in common.DEPENDS.get(name, [])},
          "prior_epochs": sum(common.metrics(args, n)["epoch"][-1] for n in prior),
@@ -66,7 +68,19 @@ CHECKS = [("full precision >= 88%", ("fp",), lambda a: a["fp"], 88.0, ">="),
           ("tau=5 W/1A within 4.0 of 1W/1A", ("bnn_1a", "snn5_1a"),
            lambda a: a["bnn_1a"] - a["snn5_1a"], 4.0, "<="),
           ("refinement beats no refinement at tau=5", ("snn5_32a", "snn5_32a_norefine"),
-           lambda a: a["snn5_32a"] - a["snn5_32a_norefine"], 0.0, ">")]
+           lambda a: a["snn5_32a"] - a["snn5_32a_norefine"], 0.0, ">"),
+          # the authors' recipe (step 7)
+          ("1W/1A (KD) >= 80%", ("bnn_1a_kd",), lambda a: a["bnn_1a_kd"], 80.0, ">="),
+          ("tau=6 W/1A (KD) within 2.0 of 1W/1A (KD)", ("bnn_1a_kd", "snn6_1a_kd"),
+           lambda a: a["bnn_1a_kd"] - a["snn6_1a_kd"], 2.0, "<="),
+          ("tau=5 W/1A (KD) within 3.0 of 1W/1A (KD)", ("bnn_1a_kd", "snn5_1a_kd"),
+           lambda a: a["bnn_1a_kd"] - a["snn5_1a_kd"], 3.0, "<="),
+          ("tau=4 W/1A (KD) within 4.5 of 1W/1A (KD)", ("bnn_1a_kd", "snn4_1a_kd"),
+           lambda a: a["bnn_1a_kd"] - a["snn4_1a_kd"], 4.5, "<="),
+          ("refinement beats no refinement at tau=5 W/1A (KD), mean of two seeds",
+           ("snn5_1a_kd", "snn5_1a_kd_s1", "snn5_1a_kd_norefine", "snn5_1a_kd_norefine_s1"),
+           lambda a: (a["snn5_1a_kd"] + a["snn5_1a_kd_s1"] - a["snn5_1a_kd_norefine"]
+                      - a["snn5_1a_kd_norefine_s1"]) / 2, 0.0, ">")]
 
 
 def targets(rows):
@@ -124,18 +138,20 @@ def included_rows(paths, recipe, quick):
         if len(results.get("runs", [])) > 1:
             raise SystemExit(f"--include {path} already merges {len(results['runs'])} runs: "
                              "include the results.json of each instead")
-        rows += [dict(r, run=run) for r in earlier]
+        # rows written before the second recipe existed are all of the first
+        rows += [dict({"recipe": "sgd-cosine"}, **r, run=run) for r in earlier]
         sources.append({"run": run, "source": str(path), "rows": [r["name"] for r in earlier]})
     return rows, sources
 
 
 def format_table(rows):
     runs = len({r.get("run") for r in rows}) > 1  # a run column only when there are several
-    head = ["run"] * runs + ["model", "epochs (+ prior stages)", "train min", "test acc",
+    head = ["run"] * runs + ["model", "recipe", "epochs (+ prior stages)", "train min", "test acc",
                              "bits/weight", "size (bytes)", "Dot9/image", "compr. vs BNN",
                              "Dot9 red. vs BNN"]
     body = [([r["run"]] if runs else []) + [
-             r["model"], f"{r['epochs']} (+{r['prior_epochs']})" if r["prior_epochs"]
+             r["model"], r.get("recipe", "sgd-cosine"),
+             f"{r['epochs']} (+{r['prior_epochs']})" if r["prior_epochs"]
              else str(r["epochs"]), f"{r['train_minutes']:.1f}", f"{r['test_accuracy']:.2f}%",
              f"{r['bits_per_weight']:.2f}",
              f"{r['size_bytes']:,}", "-" if r["dot9_ops"] is None else f"{r['dot9_ops']:,}",
@@ -158,7 +174,7 @@ def main(argv=None):
     names = [n for n in ORDER if all(common.finished(args, d) for d in common.with_dependencies(n))]
     missing = [n for n in ORDER if n not in names and n not in {r["name"] for r in rows}]
     if not names and not rows:
-        raise SystemExit(f"no trained model under {args.out}/models: run steps 1 and 3 first")
+        raise SystemExit(f"no trained model under {args.out}/models: run steps 1, 3 and 7 first")
     here = [row(args, n) for n in names]
     if runs:  # this folder's rows are the next run; each model's rows stay together
         if here:
@@ -171,14 +187,16 @@ def main(argv=None):
     checks = targets(rows)
     print(format_table(rows))
     if missing:
-        print(f"\nnot trained yet (run steps 1 and 3): {', '.join(missing)}")
+        print(f"\nnot trained yet (run steps 1, 3 and 7): {', '.join(missing)}")
     print()
     for c in checks:
         print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']:.2f}"
               f"{_runs_text(c.get('runs', {}))}")
     data = (f"--quick: {common.QUICK['subset']} training and {common.QUICK['test_subset']} test "
             "images" if args.quick else DATA_NOTE)
-    results = {"data": data, "quick": args.quick, "recipe": recipe, "rows": rows,
+    results = {"data": data, "quick": args.quick, "recipe": recipe,
+               "recipes": {name: " ".join(common.recipe_args(args.quick, name))
+                           for name in common.RECIPES}, "rows": rows,
                "not_trained_yet": missing, "targets": checks}
     if runs:
         results["runs"] = runs

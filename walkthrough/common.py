@@ -116,9 +116,9 @@ def parser(description, models=None):
     p.add_argument("--seed", type=int, default=0, help="seed of every training run")
     p.add_argument("--jobs", type=int, default=2,
                    help="models trained at once (one core each), where a step has to train")
-    p.add_argument("--pretrained", action="store_true",
-                   help=f"use the trained models shipped in {MODELS_DIR} instead of training "
-                   "(minutes instead of hours; their figures are the full-mode run's)")
+    p.add_argument("--pretrained", nargs="?", const=str(MODELS_DIR), default=None, metavar="DIR",
+                   help=f"use published models (default: those shipped in {MODELS_DIR}) instead "
+                   "of training: minutes instead of hours, with the full-mode run's figures")
     if models:
         p.add_argument("--only", nargs="+", choices=models, default=list(models),
                        help="train only these models")
@@ -129,9 +129,9 @@ def parser(description, models=None):
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
-def shipped():
-    """name -> manifest entry of the shipped models."""
-    path = MODELS_DIR / "manifest.json"
+def shipped(folder=MODELS_DIR):
+    """name -> manifest entry of the models published in ``folder``."""
+    path = Path(folder) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -159,8 +159,8 @@ def train_command(args, name):
 
 
 def finished(args, name):
-    if getattr(args, "pretrained", False):
-        return name in shipped()
+    if args.pretrained:
+        return name in shipped(args.pretrained)
     return (model_dir(args, name) / "metrics.json").exists()
 
 
@@ -183,11 +183,12 @@ def train_models(args, names, status_every=60.0):
     model's latest progress line every ``status_every`` seconds and fails
     naming the model and its log.
     """
-    if getattr(args, "pretrained", False):
-        missing = [n for d in names for n in with_dependencies(d) if n not in shipped()]
+    if args.pretrained:
+        missing = [n for d in names for n in with_dependencies(d)
+                   if n not in shipped(args.pretrained)]
         if missing:
-            raise SystemExit(f"--pretrained: {', '.join(dict.fromkeys(missing))} not shipped in "
-                             f"{MODELS_DIR}; train them (run without --pretrained)")
+            raise SystemExit(f"--pretrained: {', '.join(dict.fromkeys(missing))} not published "
+                             f"in {args.pretrained}; train them (run without --pretrained)")
         for name in names:
             print(f"{name}: pretrained {checkpoint(args, name)}", flush=True)
         return
@@ -242,9 +243,9 @@ def train_models(args, names, status_every=60.0):
 
 
 def metrics(args, name):
-    if getattr(args, "pretrained", False):
-        if name not in shipped():
-            raise SystemExit(f"{name} is not shipped in {MODELS_DIR}")
+    if args.pretrained:
+        if name not in shipped(args.pretrained):
+            raise SystemExit(f"{name} is not published in {args.pretrained}")
         return load_checkpoint(checkpoint(args, name))[1]["metrics"]
     path = model_dir(args, name) / "metrics.json"
     if not path.exists():
@@ -259,8 +260,8 @@ def _summary(args, name):
 
 
 def checkpoint(args, name):
-    if getattr(args, "pretrained", False):
-        return MODELS_DIR / shipped()[name]["file"]
+    if args.pretrained:
+        return Path(args.pretrained) / shipped(args.pretrained)[name]["file"]
     return model_dir(args, name) / "checkpoint.npz"
 
 

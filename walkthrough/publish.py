@@ -10,6 +10,7 @@ it reached on all 10,000 CIFAR-10 test images.
 
 import hashlib
 import json
+from pathlib import Path
 
 import common
 from minisnn.checkpoint import load_model, save_inference, write_json
@@ -49,16 +50,19 @@ def len_test(metrics):
 
 
 def main(argv=None):
-    args = common.parser(__doc__, list(common.MODELS)).parse_args(argv)
+    p = common.parser(__doc__, list(common.MODELS))
+    p.add_argument("--to", default=str(MODELS_DIR), metavar="DIR",
+                   help="folder of the published models and their manifest.json")
+    args = p.parse_args(argv)
     if args.pretrained:
         raise SystemExit("--pretrained models are already published")
-    if args.quick:
+    if args.quick and Path(args.to) == MODELS_DIR:
         raise SystemExit("--quick models are not worth shipping: publish full runs only")
     for name in args.only:
         if not common.finished(args, name):
             print(f"{name}: not trained under {args.out}, skipped")
             continue
-        path, entry = publish(args, name)
+        path, entry = publish(args, name, Path(args.to))
         print(f"{name}: {path} ({path.stat().st_size:,} bytes), "
               f"{entry['test_accuracy']:.2f}% test accuracy")
 
