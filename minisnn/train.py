@@ -13,6 +13,8 @@ if __name__ == "__main__":  # before numpy and numba load (minisnn.runtime)
     runtime.tune_process()
 
 import argparse
+import fcntl
+import math
 import os
 import sys
 import time
@@ -31,6 +33,7 @@ from .optim import DECAY_RULES, OPTIMIZERS, SCHEDULES, Adam, ParamGroups, lr_at,
 
 CHECKPOINT = "checkpoint.npz"
 LOCK = "train.lock"
+_LOCK_ATTEMPTS = 4  # 5 ms apart: outlasts a lock_holder probe, not a run
 # Arguments that may differ on --resume without changing the run's result.
 RESUME_FREE = ("data", "cache_dir", "out", "resume", "stop_after", "log_every", "quiet",
                "teacher_cache")
@@ -142,39 +145,118 @@ class RunLocked(RuntimeError):
     pass
 
 
-def lock_holder(out):
-    """Pid of the live process training in ``out``, or None when the run
-    directory is free (no lock, or a stale one: its process is gone, or its
-    pid now belongs to a process that is not Python)."""
+def _pid_in(fd):
+    """The pid written in an open lock file, or None."""
     try:
-        pid = int((Path(out) / LOCK).read_text() or 0)
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _live_python(pid):
+    """``pid`` if it names a live Python process, else None (no /proc or no
+    permission to look: trust the pid)."""
+    if pid is None or pid <= 0:
+        return None
+    try:
         os.kill(pid, 0)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (ValueError, ProcessLookupError, FileNotFoundError):
+    except (ProcessLookupError, FileNotFoundError):
         return None
-    except OSError:  # no /proc (not Linux) or no permission: trust the pid
+    except OSError:
         return pid
     return pid if b"python" in cmdline.lower() else None
 
 
+def _is_file_at(fd, path):
+    """Whether the open file ``fd`` is still the one named ``path`` (not unlinked)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def lock_holder(out):
+    """Pid of the live process training in ``out``, or None when the run
+    directory is free. The holder keeps an flock on the lock file (see
+    _lock); a lock file without one counts while the pid written in it is a
+    live Python process (a run of an older minisnn, which locked that way).
+    Returns 0 for a holder that has not written its pid yet."""
+    path = Path(out) / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            if not _is_file_at(fd, path):
+                continue  # released meanwhile: look again
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                for _ in range(20):  # the holder writes its pid right after locking
+                    pid = _pid_in(fd)
+                    if pid is not None:
+                        return pid
+                    time.sleep(0.005)
+                return 0
+            return _live_python(_pid_in(fd))
+        finally:
+            os.close(fd)  # drops the shared lock too
+
+
+class _HeldLock:
+    """The claim on a run directory: an flock on the open lock file."""
+
+    def __init__(self, path, fd):
+        self.path, self.fd = path, fd
+
+    def unlink(self, missing_ok=False):
+        """Remove the lock file, then release the flock. In that order: a
+        process that opened the file meanwhile finds, once it holds the
+        flock, that the file is gone, and locks a fresh one."""
+        try:
+            self.path.unlink(missing_ok=missing_ok)
+        finally:
+            os.close(self.fd)
+
+
 def _lock(out):
     """Claim ``out`` for this process: two runs writing one checkpoint would
-    corrupt each other's resume. A stale lock (see lock_holder) is taken over."""
+    corrupt each other's resume.
+
+    The claim is an flock on the open lock file: taking it is atomic and the
+    kernel drops it when the process ends however it ends, so a crash leaves
+    no lock to take over, only a file that the next run locks in place
+    (there is no delete-then-create window in which two runs both win).
+    Other processes' lock_holder probes hold the flock for microseconds,
+    hence a short retry. Once the directory is ours, temporary files of
+    writes a killed run left are removed. Release with ``.unlink()``.
+    """
     path = out / LOCK
-    for _ in range(2):
+    for attempt in range(_LOCK_ATTEMPTS):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = lock_holder(out)
-            if pid is None:
-                path.unlink(missing_ok=True)
-                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            time.sleep(0.005)
+            continue
+        if not _is_file_at(fd, path):
+            os.close(fd)  # its holder released it between our open and flock
+            continue
+        pid = _live_python(_pid_in(fd))
+        if pid is not None:
+            os.close(fd)
             raise RunLocked(f"{out} is being trained by process {pid} (lock {path}); "
-                            "wait for it or stop it first") from None
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return path
-    raise RunLocked(f"could not lock {path}")
+                            "wait for it or stop it first")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        ckpt.remove_stale_temporaries(out)
+        return _HeldLock(path, fd)
+    raise RunLocked(f"{out} is being trained by process {lock_holder(out)} (lock {path}); "
+                    "wait for it or stop it first")
 
 
 def run(args):
@@ -388,18 +470,95 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.init == "frequent" and not args.init_from:
-        build_parser().error("--init frequent needs --init-from BNN_CHECKPOINT")
-    if args.codebook_optimizer != "same" and args.quant != "snn":
-        build_parser().error(f"--codebook-optimizer {args.codebook_optimizer} needs --quant snn "
-                             f"(a {args.quant} model has no codebooks)")
+def check_options(args):
+    """The first numeric option out of its range, as a message; None if all are fine.
+    Checked before anything loads: a typo costs no decoding and no download."""
+    def at_least(value, low):  # NaN fails the comparison; infinity is no setting either
+        return value >= low and value != math.inf
+
+    rules = (
+        ("--epochs", args.epochs, at_least(args.epochs, 1), "at least 1"),
+        ("--batch-size", args.batch_size, at_least(args.batch_size, 1), "at least 1"),
+        ("--log-every", args.log_every, at_least(args.log_every, 1), "at least 1"),
+        ("--period", args.period, at_least(args.period, 1), "at least 1"),
+        ("--tau", args.tau, 1 <= args.tau <= 9, "in 1..9"),
+        ("--warmup-epochs", args.warmup_epochs, at_least(args.warmup_epochs, 0), "at least 0"),
+        ("--bn-recalibrate", args.bn_recalibrate, at_least(args.bn_recalibrate, 0), "at least 0"),
+        ("--stop-after", args.stop_after,
+         args.stop_after is None or at_least(args.stop_after, 1), "at least 1"),
+        ("--seed", args.seed, at_least(args.seed, 0), "at least 0"),
+        ("--lr", args.lr, at_least(args.lr, 0), "at least 0"),  # 0 trains batch-norm statistics only
+        ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
+        ("--weight-decay", args.weight_decay, at_least(args.weight_decay, 0), "at least 0"),
+        ("--codebook-lr", args.codebook_lr, at_least(args.codebook_lr, 0), "at least 0"),
+    )
+    for flag, value, ok, expected in rules:
+        if not ok:
+            return f"{flag} must be {expected}, found {value}"
+    if args.codebook_optimizer != "same" and args.lr == 0:
+        return "--codebook-optimizer adam needs --lr above 0 (P's rate is scheduled like --lr)"
+    return None
+
+
+def _record_data_source(args):
+    """Add the data source's sha256 to the run's options (``vars(args)`` is the
+    checkpoint's "train" config) and refuse to resume a checkpoint trained on
+    other data. A checkpoint written before the sha256 was recorded resumes
+    unchecked; a source that cannot be found is left for the run to report."""
+    path = Path(args.out) / CHECKPOINT
+    recorded = None
+    if args.resume and path.exists():
+        train_cfg = ckpt.load_config(path).get("train")
+        recorded = train_cfg.get("data_sha256") if isinstance(train_cfg, dict) else None
+        if recorded is None:
+            return
     try:
+        source = D.resolve_source(args.data, cache_dir=args.cache_dir)
+    except D.DataError:
+        if recorded is None:
+            return
+        raise
+    digest = D.source_fingerprint(source)
+    if recorded is not None and recorded != digest:
+        raise ValueError(f"{path} was trained on data with sha256 {recorded}, but {source} has "
+                         f"sha256 {digest}: resume it with its own data, or start a new run in "
+                         "another --out")
+    args.data_sha256 = digest
+
+
+def _interrupted(out):
+    """One line for Ctrl-C: where the last checkpoint is."""
+    path = out / CHECKPOINT
+    try:
+        epoch = ckpt.load_config(path).get("epoch")
+    except ValueError:
+        return f"interrupted before any checkpoint was written in {out}"
+    return f"interrupted: the last checkpoint is {path} (after epoch {epoch}); continue with --resume"
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.init == "frequent" and not args.init_from:
+        parser.error("--init frequent needs --init-from BNN_CHECKPOINT")
+    if args.codebook_optimizer != "same" and args.quant != "snn":
+        parser.error(f"--codebook-optimizer {args.codebook_optimizer} needs --quant snn "
+                     f"(a {args.quant} model has no codebooks)")
+    problem = check_options(args)
+    if problem:
+        parser.error(problem)
+    try:
+        _record_data_source(args)
         run(args)
+    except KeyboardInterrupt:  # every write is atomic: nothing partial is left behind
+        print(_interrupted(Path(args.out)), file=sys.stderr, flush=True)
+        return 130
     except (ValueError, FileExistsError, FloatingPointError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only --out, ...
+        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -326,3 +326,130 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(real_npz,
     (out / train.LOCK).write_text(str(dead.pid))
     assert train.main(_args(out, real_npz)) == 0
     assert not (out / train.LOCK).exists()
+
+
+# -- the run-directory lock ------------------------------------------------------------------
+LOCK_TRIALS = 400
+
+
+def _dead_pid():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+def _race_for_the_lock(out, start, done, results):
+    """One racer: each trial, take the lock when ``start`` opens, report, hold it
+    until everyone has reported, release it."""
+    for _ in range(LOCK_TRIALS):
+        start.wait()
+        try:
+            lock = train._lock(out)
+        except train.RunLocked:
+            lock = None
+        results.put(lock is not None)
+        done.wait()
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+        done.wait()
+
+
+def test_two_processes_racing_for_a_stale_lock_never_both_win(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    out = tmp_path / "run"
+    out.mkdir()
+    start, done, results = ctx.Barrier(3), ctx.Barrier(3), ctx.Queue()
+    racers = [ctx.Process(target=_race_for_the_lock, args=(out, start, done, results))
+              for _ in range(2)]
+    for p in racers:
+        p.start()
+    winners = []
+    try:
+        stale = str(_dead_pid())
+        for _ in range(LOCK_TRIALS):
+            (out / train.LOCK).write_text(stale)  # a crashed run's lock
+            start.wait(timeout=60)
+            winners.append(results.get(timeout=60) + results.get(timeout=60))
+            done.wait(timeout=60)
+            done.wait(timeout=60)
+    finally:
+        for p in racers:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert winners == [1] * LOCK_TRIALS, f"{winners.count(2)} of {LOCK_TRIALS} trials had two winners"
+
+
+# -- bad options and faults on the command line ------------------------------------------------
+@pytest.mark.parametrize("option", [
+    ("--lr", "-0.1"), ("--lr", "nan"), ("--lr", "inf"), ("--momentum", "5"), ("--momentum", "1"),
+    ("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--log-every", "0"),
+    ("--period", "0"), ("--tau", "0"), ("--tau", "10"), ("--weight-decay", "-1e-4"),
+    ("--bn-recalibrate", "-1"), ("--warmup-epochs", "-1"), ("--stop-after", "0"),
+    ("--seed", "-3"), ("--codebook-lr", "-1")])
+def test_numeric_options_are_range_checked_before_data_loads(tmp_path, capsys, option):
+    missing = tmp_path / "no-such-data.npz"  # reading it would fail: the check comes first
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(_args(tmp_path / "r", missing, "=".join(option)))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{option[0]} must be" in err and "no-such-data" not in err, err
+
+
+def test_resume_refuses_a_different_data_source(real_npz, tmp_path, capsys):
+    args = _args(tmp_path / "r", real_npz, "--epochs", "2", "--test-subset", "20")
+    assert train.main([*args, "--stop-after", "1"]) == 0
+    other = tmp_path / "other.npz"
+    d = D.load_cifar10(real_npz, progress=False)
+    d["y_train"] = np.roll(d["y_train"], 1)  # the same images, other labels
+    np.savez(other, **d)
+    assert train.main(_args(tmp_path / "r", other, "--epochs", "2", "--test-subset", "20",
+                            "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.npz was trained on data with sha256" in err and "other.npz" in err, err
+    copy = tmp_path / "copy.npz"  # the same bytes elsewhere: the same data
+    copy.write_bytes(real_npz.read_bytes())
+    assert train.main(_args(tmp_path / "r", copy, "--epochs", "2", "--test-subset", "20",
+                            "--resume")) == 0
+
+
+def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(real_npz, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "minisnn.train",
+                             *_args(out, real_npz, "--epochs", "100", "--test-subset", "20")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 600
+    while not (out / "checkpoint.npz").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no checkpoint after 600 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"interrupted: the last checkpoint is {out / 'checkpoint.npz'} "
+                               "(after epoch "), err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz"]  # no lock, no temporaries
+    epoch = ckpt.load_checkpoint(out / "checkpoint.npz")[1]["epoch"]
+    assert f"(after epoch {epoch});" in lines[0]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporaries(real_npz, tmp_path, capsys, monkeypatch):
+    import errno
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".checkpoint.npz.x1y2z3w4.tmp"  # left by a write killed in an earlier run
+    stale.write_bytes(b"half a checkpoint")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "fsync", full)
+    assert train.main(_args(out, real_npz, "--epochs", "1", "--test-subset", "20")) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {out}: No space left on device"], err
+    assert list(out.iterdir()) == []  # neither the stale temporary nor a new one, nor the lock
