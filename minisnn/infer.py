@@ -5,8 +5,12 @@ the CIFAR-10 test set next to the float model in eval mode, and reports the
 engine's accuracy, its agreement with the float model (differing
 predictions, images whose logits are exactly equal, max |logit
 difference|) and the images/s of both, each timed over the same batches.
-A checkpoint the engine cannot run (full precision, real activations) is
-refused with the first offending layer named (exit code 2).
+An ImageNet model (e.g. one ``minisnn.convert`` wrote) runs on an
+ImageNet-style folder instead, ``--data DIR`` with one subfolder per class
+(minisnn.imagefolder: resize 256, centre crop 224, ImageNet mean/std),
+streamed in batches, with top-1 and top-5 accuracy of both. A checkpoint
+the engine cannot run (full precision, real activations) is refused with
+the first offending layer named (exit code 2).
 """
 
 from . import runtime
@@ -22,6 +26,7 @@ import time
 import numpy as np
 
 from . import data as D
+from . import imagefolder
 from .checkpoint import load_model
 from .compile import compile_model, logits_in_batches
 from .models import mode_name
@@ -58,10 +63,56 @@ def compare(model, compiled, images, labels, batch_size=500):
     }
 
 
+def _topk_hits(logits, labels, k):
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return int((top == labels[:, None]).any(axis=1).sum())
+
+
+def compare_folder(model, compiled, root, batch_size=50, limit=None):
+    """As :func:`compare`, on an ImageNet-style folder streamed in batches, with
+    top-1 and top-5 accuracy; memory stays bounded by one batch."""
+    totals = dict.fromkeys(("n", "int_top1", "int_top5", "float_top1", "float_top5", "differ",
+                            "tied", "equal"), 0)
+    seconds = {"int": 0.0, "float": 0.0}
+    max_diff = 0.0
+    for x, y in imagefolder.batches(root, batch_size, limit):
+        start = time.perf_counter()
+        int_logits = compiled.predict(x)
+        seconds["int"] += time.perf_counter() - start
+        start = time.perf_counter()
+        float_logits = model.forward(x)
+        seconds["float"] += time.perf_counter() - start
+        k = min(5, float_logits.shape[1])
+        differ = int_logits.argmax(axis=1) != float_logits.argmax(axis=1)
+        tied = (float_logits == float_logits.max(axis=1, keepdims=True)).sum(axis=1) > 1
+        totals["n"] += len(y)
+        totals["int_top1"] += _topk_hits(int_logits, y, 1)
+        totals["int_top5"] += _topk_hits(int_logits, y, k)
+        totals["float_top1"] += _topk_hits(float_logits, y, 1)
+        totals["float_top5"] += _topk_hits(float_logits, y, k)
+        totals["differ"] += int(differ.sum())
+        totals["tied"] += int((differ & tied).sum())
+        totals["equal"] += int(np.all(int_logits == float_logits, axis=1).sum())
+        max_diff = max(max_diff, float(np.abs(int_logits.astype(np.float64) - float_logits).max()))
+    n = totals["n"]
+    return {
+        "images": n, "batch_size": batch_size,
+        "int_accuracy": totals["int_top1"] / n, "float_accuracy": totals["float_top1"] / n,
+        "int_top5_accuracy": totals["int_top5"] / n, "float_top5_accuracy": totals["float_top5"] / n,
+        "differing_predictions": totals["differ"], "differing_at_float_ties": totals["tied"],
+        "exactly_equal_logits": totals["equal"], "max_abs_logit_difference": max_diff,
+        "int_images_per_s": n / seconds["int"], "float_images_per_s": n / seconds["float"],
+        "speedup": seconds["float"] / seconds["int"],
+    }
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minisnn.infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="checkpoint.npz of a 1W/1A or sub-bit W/1A ResNet-20")
+    p.add_argument("checkpoint", help="checkpoint.npz of a 1W/1A or sub-bit W/1A ResNet "
+                   "(CIFAR ResNet-20, or an ImageNet ResNet-18 with --data DIR)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="with an image folder: only the first N images of every class")
     p.add_argument("--batch-size", type=int, default=500,
                    help="images per forward, the same batches for both models (default 500)")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
@@ -79,8 +130,15 @@ def main(argv=None):
             compiled = compile_model(model)
         except ValueError as exc:
             raise ValueError(f"{args.checkpoint}: {exc}") from None
-        dataset = D.load_from_args(args, progress=not args.json)
-        result = compare(model, compiled, dataset["x_test"], dataset["y_test"], args.batch_size)
+        if model.input_size != 32 or (args.data and imagefolder.looks_like_image_folder(args.data)):
+            if not args.data:
+                raise ValueError(f"{args.checkpoint}: an ImageNet model needs --data DIR, a folder "
+                                 "of class subfolders (e.g. the ImageNet validation set)")
+            result = compare_folder(model, compiled, args.data, args.batch_size, args.limit)
+        else:
+            dataset = D.load_from_args(args, progress=not args.json)
+            result = compare(model, compiled, dataset["x_test"], dataset["y_test"],
+                             args.batch_size)
     except ValueError as exc:  # data.DataError is a ValueError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -96,6 +154,9 @@ def main(argv=None):
     print(f"test images          {result['images']} (batches of {result['batch_size']})")
     print(f"accuracy             integer {100 * result['int_accuracy']:.2f}%, "
           f"float {100 * result['float_accuracy']:.2f}%")
+    if "int_top5_accuracy" in result:
+        print(f"top-5 accuracy       integer {100 * result['int_top5_accuracy']:.2f}%, "
+              f"float {100 * result['float_top5_accuracy']:.2f}%")
     print(f"differing predictions {result['differing_predictions']} "
           f"({result['differing_at_float_ties']} at float ties)")
     print(f"exactly equal logits {result['exactly_equal_logits']} / {result['images']} images, "

@@ -51,3 +51,26 @@ def test_bad_folders_are_named(tmp_path):
     (tmp_path / "empty_class" / "x.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="x.jpg: not a readable image"):
         next(imagefolder.batches(tmp_path))
+
+
+def test_infer_runs_a_converted_imagenet_model_on_a_folder(tmp_path, capsys):
+    """python -m minisnn.infer MODEL --data DIR: a converted (reduced-width) ResNet-18
+    on an ImageNet-style folder, top-1 and top-5, integer logits equal to the float's."""
+    import json
+    from pathlib import Path
+
+    from minisnn import convert, infer
+    fixture = Path(__file__).parent / "fixtures" / "reactnet_tau5.legacy.pth"
+    model = tmp_path / "model.npz"
+    assert convert.main([str(fixture), "--out", str(model)]) == 0
+    root = _folder(tmp_path / "val", classes=[f"c{i}" for i in range(10)])
+    capsys.readouterr()
+    assert infer.main([str(model), "--data", str(root), "--batch-size", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 20 and result["exactly_equal_logits"] == 20
+    assert 0 <= result["int_accuracy"] <= result["int_top5_accuracy"] <= 1
+    assert infer.main([str(model), "--data", str(root), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "top-5 accuracy" in out and "test images          10" in out
+    assert infer.main([str(model)]) == 2
+    assert "needs --data DIR" in capsys.readouterr().err
