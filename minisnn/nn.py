@@ -22,12 +22,22 @@ class Parameter:
     do not.
     """
 
-    __slots__ = ("data", "grad", "decay")
+    __slots__ = ("data", "_grad", "decay")
 
     def __init__(self, data, decay=False):
         self.data = data
-        self.grad = np.zeros_like(data)
+        self._grad = None  # allocated on first use: inference and conversion never need it
         self.decay = decay
+
+    @property
+    def grad(self):
+        if self._grad is None:
+            self._grad = np.zeros_like(self.data)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
 
 
 class Module:
