@@ -23,8 +23,23 @@ keeps its own order (``data_batch_1`` first).
 
 Decoded arrays are cached as ``cifar10-<key>-v<N>.npz`` (uint8 N x 32 x 32 x 3
 and int64 labels, no pickle) in ``MINISNN_CACHE`` or ``~/.cache/minisnn``;
-the key is the sha256 of an archive or, for a directory, a hash of the
-relative paths, sizes and mtimes of the files it reads.
+the key is the sha256 of an archive or, for a directory, of the relative
+paths and bytes of the files it reads. The cache stores the sha256 of its
+own arrays: one that does not match (edited, damaged) is ignored with a
+warning and rebuilt.
+
+What a read verifies: an archive is read to its end, so its compression
+checksum (gzip CRC-32 and length, bzip2, xz) is checked and nothing may
+follow the tar's end-of-archive marker but zeros (a damaged member header
+fails instead of silently ending the archive); every class holds as many
+images as the others within a split, and a python-release batch as many as
+``batches.meta`` declares (10000); empty class folders are refused; file
+and member sizes are bounded before reading (:data:`MAX_IMAGE_BYTES`,
+:data:`MAX_BATCH_BYTES`), pickles are scanned before unpickling so no
+declared length is allocated unchecked, and ``.npz`` files are read through
+:mod:`minisnn.npz`. Not verified: the content of an uncompressed ``.tar``,
+a directory or a user's ``.npz`` has no checksum, so a changed pixel there
+loads as it is.
 
 Where no path is given, :func:`resolve_source` looks at ``MINISNN_DATA``,
 then the shared archive (``../shared/data/cifar10-jpg.tar.gz`` from the
@@ -51,20 +66,23 @@ import hashlib
 import heapq
 import http.client
 import io
+import lzma
 import os
 import pickle
+import pickletools
 import re
 import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .npz import NpzError, NpzReader
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -85,7 +103,11 @@ DOWNLOAD_NAME = "cifar-10-python.tar.gz"
 SHARED_ARCHIVE = Path("..") / "shared" / "data" / "cifar10-jpg.tar.gz"
 SHARED_SHA256 = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cache stores the sha256 of its arrays
+MAX_IMAGE_BYTES = 1 << 20  # an encoded 32 x 32 image; larger members are refused unread
+MAX_BATCH_BYTES = 64 << 20  # a python-release batch (the official ones are 31 MB)
+MAX_NPZ_BYTES = 1 << 30  # the arrays of an .npz source or cache (CIFAR-10 is 184 MB)
+STALE_SECONDS = 3600  # a cache write or download this old was killed: its temporary goes
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 _REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding minisnn/
 
@@ -234,6 +256,7 @@ def download_cifar10(dest_dir, url=None, md5=None, progress=True):
     tmp = None
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale(dest_dir, DOWNLOAD_NAME + ".*.part")
         fd, tmp = tempfile.mkstemp(prefix=DOWNLOAD_NAME + ".", suffix=".part", dir=dest_dir)
         digest = hashlib.md5(usedforsecurity=False)
         meter = _Progress(f"downloading {url}", progress, unit="MB", scale=1e-6, fmt="{:.1f}")
@@ -293,6 +316,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _unpickle(data, where):
     try:
+        # pickletools reads each opcode's argument with its real length first: the
+        # unpickler would allocate whatever length a corrupt stream declares (GBs)
+        for _ in pickletools.genops(data):
+            pass
         return _RestrictedUnpickler(io.BytesIO(data), where).load()
     except DataError:
         raise
@@ -340,6 +367,7 @@ def _assemble_python(batches, where):
     if missing:
         raise DataError(f"{where}: the python release is missing {', '.join(missing)} "
                         f"(expected {', '.join(_BATCH_NAMES)})")
+    per_batch = None
     if _META_NAME in batches:
         desc, data = batches[_META_NAME]
         meta = _str_keys(_unpickle(data, desc), desc)
@@ -348,7 +376,14 @@ def _assemble_python(batches, where):
             names = tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
             if names != CLASSES:
                 raise DataError(f"{desc}: label_names {names} differ from CIFAR-10's {CLASSES}")
+        per_batch = meta.get("num_cases_per_batch")  # the official release: 10000
+        if per_batch is not None and (not isinstance(per_batch, int) or per_batch < 1):
+            raise DataError(f"{desc}: num_cases_per_batch is {per_batch!r}, expected a positive integer")
     parts = {name: _parse_batch(batches[name][1], batches[name][0]) for name in _BATCH_NAMES}
+    for name in _BATCH_NAMES:
+        if per_batch is not None and len(parts[name][1]) != per_batch:
+            raise DataError(f"{batches[name][0]}: holds {len(parts[name][1])} images, but "
+                            f"{_META_NAME} declares {per_batch} per batch (a damaged batch?)")
     train = [parts[n] for n in _BATCH_NAMES[:5]]
     return {"x_train": np.concatenate([p[0] for p in train]),
             "y_train": np.concatenate([p[1] for p in train]),
@@ -368,7 +403,26 @@ def _python_dir_files(base):
 
 
 def _read_python_dir(base):
-    return _assemble_python({p.name: (str(p), p.read_bytes()) for p in _python_dir_files(base)}, base)
+    return _assemble_python({p.name: (str(p), _read_file(p, MAX_BATCH_BYTES))
+                             for p in _python_dir_files(base)}, base)
+
+
+def _check_size(size, limit, where):
+    if size > limit:
+        raise DataError(f"{where}: {size} bytes, more than the {limit} a CIFAR-10 "
+                        "file can need; refusing to read it")
+
+
+def _read_file(path, limit):
+    """The bytes of ``path``, refused unread when larger than ``limit``."""
+    try:
+        with open(path, "rb") as f:
+            _check_size(os.fstat(f.fileno()).st_size, limit, path)
+            blob = f.read()  # read(limit + 1) would allocate the limit up front
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    _check_size(len(blob), limit, path)
+    return blob
 
 
 # -- image folders ------------------------------------------------------------------
@@ -478,6 +532,9 @@ def _scan_image_dir(root, limit_per_class=None):
                 files = sorted((f for f in entry.iterdir() if f.is_file() and not _hidden(f.name)
                                 and f.suffix.lower() in _IMAGE_SUFFIXES),
                                key=lambda f: (_natural_key(f.name), f.name))
+                if not files:
+                    raise DataError(f"{entry}: empty class folder: no images; expected "
+                                    f"{split}/{entry.name}/<image>")
                 files = files[:limit_per_class] if limit_per_class is not None else files
                 entries.extend((split, label, f) for f in files)
                 count += len(files)
@@ -495,32 +552,38 @@ def _read_image_dir(root, limit_per_class=None, progress=False):
     meter = _Progress(f"decoding {root}", progress)
     for i, (split, label, f) in enumerate(entries):  # already in order: i is the sort key
         collector.wants(split, label, i)
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{f}: cannot read ({exc})") from exc
-        collector.add(split, label, i, _decode_image(data, str(f)))
+        collector.add(split, label, i, _decode_image(_read_file(f, MAX_IMAGE_BYTES), str(f)))
         meter.update()
     meter.close()
     return collector.finish(root)
 
 
 def _read_tar(path, limit_per_class=None, progress=False, images_only=False):
-    """One streaming pass over a tar (any compression): python-release batches or images."""
+    """One pass over a tar (plain, gzip, bzip2 or xz): python-release batches or images.
+
+    The archive is read to its very end, so that damage fails instead of
+    loading part of the data: tarfile takes a corrupt header part-way through
+    for the end of the archive, so everything after that point must be the
+    end-of-archive marker (zeros), and the decompressor verifies the stream's
+    checksum (gzip CRC-32 and length, bzip2 CRCs, xz check) at its end.
+    """
     collector = _ImageCollector(limit_per_class)
     batches = {}
-    prefixes = set()
+    prefixes, class_dirs = set(), set()
     first_image = None
     meter = _Progress(f"decoding {path.name}", progress)
     try:
-        with tarfile.open(path, "r|*") as tf:
-            for member in tf:
-                if not member.isfile():
-                    continue
+        with tarfile.open(path, "r:*") as tf:
+            while (member := tf.next()) is not None:
+                tf.members.clear()  # tarfile would keep every header: memory bounded instead
                 parts = [p for p in member.name.split("/") if p not in ("", ".")]
                 if not parts or any(_hidden(p) for p in parts):
                     continue
                 where = f"{path} (member {member.name})"
+                if member.isdir() and len(parts) >= 2 and parts[-2] in SPLITS:
+                    class_dirs.add((tuple(parts[:-2]), parts[-2], parts[-1]))
+                if not member.isfile():
+                    continue
                 base = parts[-1]
                 if base in _BATCH_NAMES or base == _META_NAME:
                     if images_only:
@@ -528,6 +591,7 @@ def _read_tar(path, limit_per_class=None, progress=False, images_only=False):
                                         "folder; use load_cifar10")
                     if base in batches:
                         raise DataError(f"{where}: a second {base} (first: {batches[base][0]})")
+                    _check_size(member.size, MAX_BATCH_BYTES, where)
                     batches[base] = (where, tf.extractfile(member).read())
                     continue
                 if os.path.splitext(base)[1].lower() not in _IMAGE_SUFFIXES:
@@ -540,9 +604,11 @@ def _read_tar(path, limit_per_class=None, progress=False, images_only=False):
                 first_image = first_image or member.name
                 key = (_natural_key(base), base)
                 if collector.wants(split, label, key):
+                    _check_size(member.size, MAX_IMAGE_BYTES, where)
                     collector.add(split, label, key, _decode_image(tf.extractfile(member).read(), where))
                     meter.update()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            _check_archive_end(tf, path)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise DataError(f"{path}: truncated or corrupt archive, or not a tar archive "
                         f"({type(exc).__name__}: {exc}); expected {FORMATS_HELP}") from exc
     if batches and first_image:
@@ -552,8 +618,30 @@ def _read_tar(path, limit_per_class=None, progress=False, images_only=False):
         return _assemble_python(batches, path)
     if not first_image:
         raise DataError(f"{path}: no CIFAR-10 data found in the archive; expected {FORMATS_HELP}")
+    for prefix, split, cls in sorted(class_dirs):
+        if prefix in prefixes and cls in CLASSES and (split, CLASSES.index(cls)) not in collector.items:
+            folder = "/".join(prefix + (split, cls))
+            raise DataError(f"{path} (member {folder}/): empty class folder: no images; expected "
+                            f"{split}/{cls}/<image>")
     meter.close()
     return collector.finish(path)
+
+
+def _check_archive_end(tf, path):
+    """Read what follows the last member tarfile found: the end-of-archive marker,
+    zeros to the end of the (decompressed) stream, at least two 512-byte blocks."""
+    f = tf.fileobj
+    f.seek(tf.offset)
+    zeros = 0
+    while chunk := f.read(1 << 20):  # to the end: there the decompressor checks the stream
+        if chunk.count(0) != len(chunk):
+            raise DataError(f"{path}: truncated or corrupt archive: not a tar member header "
+                            f"at offset {tf.offset}, nor the end of the archive (read as the end, "
+                            "a damaged header would lose every member after it)")
+        zeros += len(chunk)
+    if zeros < 2 * tarfile.BLOCKSIZE:
+        raise DataError(f"{path}: truncated or corrupt archive: it ends at offset "
+                        f"{tf.offset + zeros} without the end-of-archive marker")
 
 
 def load_image_folder(path, limit_per_class=None, progress=False):
@@ -583,66 +671,127 @@ def load_image_folder(path, limit_per_class=None, progress=False):
 
 
 # -- whole datasets and the cache ----------------------------------------------------------
-def _check_dataset(data, where):
+def _check_layout(layout, where):
+    """layout: key -> (dtype, shape) of the four arrays; DataError unless CIFAR-shaped."""
     for split in SPLITS:
-        x, y = data[f"x_{split}"], data[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-            raise DataError(f"{where}: x_{split} has shape {x.shape} {x.dtype}, expected "
+        (x_dtype, x_shape), (y_dtype, y_shape) = layout[f"x_{split}"], layout[f"y_{split}"]
+        if x_dtype != np.uint8 or len(x_shape) != 4 or tuple(x_shape[1:]) != IMAGE_SHAPE:
+            raise DataError(f"{where}: x_{split} has shape {x_shape} {x_dtype}, expected "
                             f"(N, 32, 32, 3) uint8")
-        if y.dtype != np.int64 or y.shape != (x.shape[0],):
-            raise DataError(f"{where}: y_{split} has shape {y.shape} {y.dtype}, expected "
-                            f"({x.shape[0]},) int64")
+        if y_dtype != np.int64 or tuple(y_shape) != (x_shape[0],):
+            raise DataError(f"{where}: y_{split} has shape {y_shape} {y_dtype}, expected "
+                            f"({x_shape[0]},) int64")
+
+
+def _check_dataset(data, where):
+    _check_layout({k: (v.dtype, v.shape) for k, v in data.items() if k in _KEYS}, where)
+    for split in SPLITS:
+        y = data[f"y_{split}"]
         if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise DataError(f"{where}: y_{split} holds labels outside 0..{NUM_CLASSES - 1}")
 
 
 def source_fingerprint(source):
-    """Cache key of a source: sha256 of a file; for a directory, sha256 of the
-    relative paths, sizes and mtimes of the files the loader reads."""
+    """Identity of a source's content, the cache key: sha256 of a file; for a
+    directory, sha256 of the relative path and bytes of every file the loader
+    reads (all read once more: seconds for 60,000 images, far less than decoding)."""
     source = Path(source)
     if source.is_file():
         return _file_digest(source, "sha256")
     base = _python_dir(source)
-    files = _python_dir_files(base) if base is not None else [e[2] for e in _scan_image_dir(source)]
+    if base is not None:
+        files, limit = _python_dir_files(base), MAX_BATCH_BYTES
+    else:
+        files, limit = [e[2] for e in _scan_image_dir(source)], MAX_IMAGE_BYTES
     h = hashlib.sha256(b"python\n" if base is not None else b"images\n")
     for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(source).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        blob = _read_file(f, limit)
+        h.update(f"{f.relative_to(source).as_posix()}\0{len(blob)}\n".encode())
+        h.update(blob)
     return h.hexdigest()
 
 
-def _read_npz(path):
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in _KEYS if k not in z.files]
-        if missing:
-            raise DataError(f"{path}: .npz lacks {', '.join(missing)}; expected {', '.join(_KEYS)}")
-        data = {k: z[k] for k in _KEYS}
+def dataset_digest(data):
+    """sha256 of the four arrays of a dataset dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for key in _KEYS:
+        array = np.ascontiguousarray(data[key])
+        h.update(f"{key} {array.dtype.str} {array.shape}\n".encode())
+        h.update(array)
+    return h.hexdigest()
+
+
+def _read_npz(path, digest_required=False):
+    """The four arrays of an .npz: names, dtypes and shapes checked from the member
+    headers before any data is read, memory bounded (minisnn.npz). A ``digest``
+    member (every cache has one) must be the sha256 of the arrays read."""
+    try:
+        with NpzReader(path, MAX_NPZ_BYTES) as z:
+            missing = [k for k in _KEYS if k not in z.members]
+            if missing:
+                raise DataError(f"{path}: .npz lacks {', '.join(missing)}; expected {', '.join(_KEYS)}")
+            _check_layout({k: (z.members[k].dtype, z.members[k].shape) for k in _KEYS}, path)
+            data = {k: z.read(k) for k in _KEYS}
+            stored = None
+            if "digest" in z.members:
+                member = z.members["digest"]
+                if member.dtype != np.uint8 or member.shape != (64,):
+                    raise DataError(f"{path}: 'digest' should be 64 uint8 hex digits, found "
+                                    f"{member.shape} {member.dtype}")
+                stored = z.read("digest").tobytes().decode("latin1")
+    except NpzError as exc:
+        raise DataError(f"{path}: unreadable .npz ({exc.detail})") from None
     _check_dataset(data, path)
+    if stored is None and digest_required:
+        raise DataError(f"{path}: no 'digest' of its arrays; expected one in a cache")
+    if stored is not None and stored != dataset_digest(data):
+        raise DataError(f"{path}: its arrays do not match the sha256 it stores (edited or damaged)")
     return data
 
 
+def _check_class_counts(data, where):
+    """Every class as many images as the others within a split, as in CIFAR-10
+    (5000 train, 1000 test): a short or missing class folder or batch is refused."""
+    for split in SPLITS:
+        counts = np.bincount(data[f"y_{split}"], minlength=NUM_CLASSES)
+        if counts.min() != counts.max():
+            raise DataError(f"{where}: the {split} split holds {counts.tolist()} images per class "
+                            f"({', '.join(CLASSES)}); CIFAR-10 has as many in every class: a "
+                            "class folder or batch is short or missing")
+
+
 def _load_source(source, progress=False):
-    """Decode a source (no cache)."""
+    """Decode a directory or archive (no cache); its classes must be balanced."""
     if source.is_dir():
         base = _python_dir(source)
-        return _read_python_dir(base) if base is not None else _read_image_dir(source, None, progress)
-    if source.suffix.lower() == ".npz":
+        data = _read_python_dir(base) if base is not None else _read_image_dir(source, None, progress)
+    else:
+        data = _read_tar(source, None, progress)
+    _check_class_counts(data, source)
+    return data
+
+
+def _remove_stale(directory, pattern):
+    """Delete the files matching ``pattern`` (temporaries of writes that were killed)
+    untouched for STALE_SECONDS; a younger one may be another process's write."""
+    cutoff = time.time() - STALE_SECONDS
+    for path in Path(directory).glob(pattern):
         try:
-            return _read_npz(source)
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"{source}: unreadable .npz ({exc})") from exc
-    return _read_tar(source, None, progress)
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _save_cache(path, data, source):
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path.parent, "cifar10-*.npz.*.tmp")
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **data, source=np.array(str(source)))
+            np.savez(f, **data, source=np.frombuffer(str(source).encode(), np.uint8),
+                     digest=np.frombuffer(dataset_digest(data).encode(), np.uint8))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
@@ -671,7 +820,7 @@ def load_cifar10(path=None, cache_dir=None, progress=True):
     """
     source = resolve_source(path, cache_dir=cache_dir)
     if source.is_file() and source.suffix.lower() == ".npz":
-        return _load_source(source)
+        return _read_npz(source)
     start = time.perf_counter()
     fingerprint = source_fingerprint(source)
     if source.name == SHARED_ARCHIVE.name and source.is_file() and fingerprint != SHARED_SHA256:
@@ -679,8 +828,8 @@ def load_cifar10(path=None, cache_dir=None, progress=True):
     target = _cache_dir(cache_dir) / f"cifar10-{fingerprint[:32]}-v{CACHE_VERSION}.npz"
     if target.is_file():
         try:
-            data = _read_npz(target)
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+            data = _read_npz(target, digest_required=True)
+        except DataError as exc:
             _warn(f"ignoring the unreadable cache {target} ({exc}); decoding {source} again")
         else:
             if progress:

@@ -68,11 +68,11 @@ class NpzReader:
 
     def __init__(self, path, max_bytes):
         self.path = path
-        with open(path, "rb") as f:
-            if f.read(len(_MAGIC)) == _MAGIC:
-                raise NpzError(path, "it holds a single .npy array, not an .npz archive")
         self._zip = None
         try:
+            with open(path, "rb") as f:
+                if f.read(len(_MAGIC)) == _MAGIC:
+                    raise NpzError(path, "it holds a single .npy array, not an .npz archive")
             self._zip = zipfile.ZipFile(path)
             self.members = self._check_members(os.path.getsize(path), max_bytes)
         except NpzError:

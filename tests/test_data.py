@@ -631,3 +631,165 @@ def test_arguments_and_load_from_args(tmp_path, cache):
     assert d["x_train"].shape == (50, 32, 32, 3)
     with pytest.raises(SystemExit):
         parser.parse_args(["--subset", "0"])
+
+
+# -- damaged archives, counts, bounded reads, the cache's own digest ----------------------------
+def _flipped(blob, offset, n=16):
+    out = bytearray(blob)
+    for i in range(offset, offset + n):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def test_a_damaged_member_header_part_way_through_fails(tmp_path, cache):
+    import gzip
+    ds = make_dataset(2, 3)
+    plain = write_tar(tmp_path / "whole.tar", image_members(ds), mode="w")
+    with tarfile.open(plain) as tf:
+        victim = [m for m in tf.getmembers() if m.name.startswith("test/")][7]
+    # 16 flipped bytes in one header: tarfile alone takes it for the end of the archive
+    blob = _flipped(plain.read_bytes(), victim.offset + 100)
+    for name, payload in (("bad.tar", blob), ("bad.tar.gz", gzip.compress(blob, mtime=0))):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        pattern = rf"{name}: truncated or corrupt archive: .*not a tar member header at offset"
+        with pytest.raises(DataError, match=pattern):
+            load_cifar10(path, progress=False)
+        with pytest.raises(DataError, match=pattern):
+            load_image_folder(path, limit_per_class=1)
+    assert not list(cache.glob("*.npz")), "nothing cached"
+
+
+def test_a_bad_gzip_checksum_fails(tmp_path, cache):
+    good = write_tar(tmp_path / "good.tar.gz", image_members(make_dataset(1, 1))).read_bytes()
+    for name, at in (("crc.tar.gz", -8), ("size.tar.gz", -4)):  # gzip trailer: CRC32, length
+        path = tmp_path / name
+        path.write_bytes(_flipped(good, len(good) + at, 1))
+        with pytest.raises(DataError, match=rf"{name}: truncated or corrupt archive.*(CRC|length)"):
+            load_cifar10(path, progress=False)
+
+
+def test_an_archive_cut_at_a_member_boundary_fails(tmp_path, cache):
+    plain = write_tar(tmp_path / "whole.tar", image_members(make_dataset(1, 1)), mode="w")
+    with tarfile.open(plain) as tf:
+        last = tf.getmembers()[-1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(plain.read_bytes()[:last.offset])  # whole members, no end-of-archive marker
+    with pytest.raises(DataError, match=r"cut\.tar: truncated or corrupt archive: .*ends at offset"):
+        load_cifar10(cut, progress=False)
+
+
+def test_the_shared_archive_with_flipped_bytes_fails(tmp_path):
+    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
+    blob = SHARED.read_bytes()
+    copy = tmp_path / "cifar10-jpg.tar.gz"
+    # 16 flipped bytes late in the stream: reading only up to the first bad header loads
+    # part of the test split and never reaches the gzip CRC
+    copy.write_bytes(_flipped(blob, len(blob) * 15 // 16))
+    with pytest.raises(DataError, match=r"cifar10-jpg\.tar\.gz: truncated or corrupt archive"):
+        load_image_folder(copy, limit_per_class=1)
+
+
+def test_empty_class_folders_are_refused(tmp_path, cache):
+    members = image_members(make_dataset(1, 1))
+    root = write_dir(tmp_path / "d", members)
+    (root / "test" / "cat" / "0.png").unlink()
+    with pytest.raises(DataError, match=r"test/cat: empty class folder"):
+        load_image_folder(root)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(root, arcname=".")
+    with pytest.raises(DataError, match=r"a\.tar \(member test/cat/\): empty class folder"):
+        load_cifar10(archive, progress=False)
+
+
+def test_classes_of_unequal_size_are_refused(tmp_path, cache):
+    members = [m for m in image_members(make_dataset(2, 2)) if m[0] != "train/dog/1.png"]
+    for src in (write_dir(tmp_path / "d", members), write_tar(tmp_path / "a.tar.gz", members)):
+        with pytest.raises(DataError, match=r"train split holds \[2, 2, 2, 2, 2, 1, 2, 2, 2, 2\] "
+                                            r"images per class"):
+            load_cifar10(src, progress=False)
+    members = [m for m in image_members(make_dataset(1, 1)) if "/truck/" not in m[0]]
+    with pytest.raises(DataError, match=r"\[1, 1, 1, 1, 1, 1, 1, 1, 1, 0\]"):
+        load_cifar10(write_dir(tmp_path / "no-trucks", members), progress=False)
+
+
+def test_python_release_counts_are_checked_against_batches_meta(tmp_path, cache):
+    ds = make_dataset(train_per_class=5, test_per_class=1)  # 5 batches of 10, test 10
+    members = python_members(ds, prefix="")
+    meta = {b"label_names": [c.encode() for c in CLASSES], b"num_cases_per_batch": 10}
+    members[6] = ("batches.meta", pickle.dumps(meta, protocol=2))
+    assert_same(load_cifar10(write_dir(tmp_path / "ok", members), progress=False), ds)
+    short = list(members)
+    rows = ds["x_train"][10:19].transpose(0, 3, 1, 2).reshape(-1, 3072)
+    short[1] = ("data_batch_2", pickle.dumps({b"data": rows, b"labels": ds["y_train"][10:19].tolist()},
+                                             protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_2: holds 9 images, but batches\.meta "
+                                        r"declares 10 per batch"):
+        load_cifar10(write_dir(tmp_path / "short", short), progress=False)
+
+
+def test_oversized_members_are_refused_unread(tmp_path, cache):
+    members = image_members(make_dataset(1, 1))
+    members[0] = ("train/airplane/0.png", members[0][1] + bytes(data.MAX_IMAGE_BYTES))
+    with pytest.raises(DataError, match=r"train/airplane/0\.png.*bytes, more than the"):
+        load_cifar10(write_tar(tmp_path / "a.tar", members, mode="w"), progress=False)
+    with pytest.raises(DataError, match=r"train/airplane/0\.png.*bytes, more than the"):
+        load_cifar10(write_dir(tmp_path / "d", members), progress=False)
+
+
+def test_a_pickle_claiming_gigabytes_costs_nothing(tmp_path, cache):
+    import struct
+    import tracemalloc
+    members = python_members(make_dataset(1, 1), prefix="")
+    members[0] = ("data_batch_1", b"\x80\x04\x8e" + struct.pack("<Q", 3 << 30) + b"abc")
+    root = write_dir(tmp_path / "r", members)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"data_batch_1: not a readable CIFAR-10 batch pickle"):
+            load_cifar10(root, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+
+
+def test_a_tampered_cache_is_refused_and_rebuilt(tmp_path, cache, capsys):
+    ds = make_dataset(1, 1)
+    src = write_tar(tmp_path / "a.tar.gz", image_members(ds))
+    load_cifar10(src, progress=False)
+    target = data.cache_path(src)
+    with np.load(target, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["y_train"] = arrays["y_train"][::-1].copy()  # edited labels, a well-formed file
+    np.savez(target, **arrays)
+    assert_same(load_cifar10(src, progress=False), ds)
+    assert "do not match the sha256" in capsys.readouterr().err
+    with np.load(target, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["y_train"], ds["y_train"])  # rebuilt
+
+
+def test_a_directory_source_is_keyed_by_content(tmp_path, cache):
+    ds = make_dataset(1, 1)
+    root = write_dir(tmp_path / "d", image_members(ds))
+    load_cifar10(root, progress=False)
+    f = root / "train/airplane/0.png"
+    stat = f.stat()
+    changed = ds["x_train"].copy()
+    changed[0, 0, 0] = 255 - changed[0, 0, 0]  # one pixel: same PNG size is not guaranteed...
+    blob = encode(changed[0])
+    f.write_bytes(blob)
+    os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...but the same mtime is
+    np.testing.assert_array_equal(load_cifar10(root, progress=False)["x_train"], changed)
+
+
+def test_stale_temporaries_in_the_cache_are_removed(tmp_path, cache):
+    import time
+    cache.mkdir()
+    old = cache / "cifar10-0123.npz.abc123.tmp"
+    fresh = cache / "cifar10-4567.npz.def456.tmp"  # maybe being written right now
+    for p in (old, fresh):
+        p.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    load_cifar10(write_dir(tmp_path / "d", image_members(make_dataset(1, 1))), progress=False)
+    assert not old.exists() and fresh.exists()
