@@ -84,7 +84,7 @@ def save_checkpoint(path, arrays, config, compress=False):
 def save_inference(path, model, **info):
     """A compressed checkpoint of ``model``'s state alone (no optimizer state):
     what :func:`load_model` needs, plus ``info`` (e.g. accuracy) in the config."""
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays = {f"model.{k}": v for k, v in model.state_dict(copy=False).items()}
     return save_checkpoint(path, arrays, dict(info, model=model.config), compress=True)
 
 

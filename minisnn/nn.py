@@ -113,10 +113,11 @@ class Module:
             for name in mod.__dict__.get("_buffer_names", ()):
                 yield (f"{mod_name}.{name}" if mod_name else name), getattr(mod, name)
 
-    def state_dict(self):
-        """Named arrays of every parameter and buffer (copies)."""
-        state = {name: p.data.copy() for name, p in self.named_parameters()}
-        state.update({name: np.array(b, copy=True) for name, b in self.named_buffers()})
+    def state_dict(self, copy=True):
+        """Named arrays of every parameter and buffer: copies, or with
+        ``copy=False`` the arrays themselves (to write out at once)."""
+        state = {name: p.data.copy() if copy else p.data for name, p in self.named_parameters()}
+        state.update({name: np.array(b, copy=copy) for name, b in self.named_buffers()})
         return state
 
     def load_state_dict(self, state, source="state dict"):
