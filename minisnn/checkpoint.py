@@ -331,11 +331,11 @@ def init_module_from(module, arrays, path, prefix="model."):
 def load_model(path):
     """The model a training checkpoint holds, rebuilt and restored, in eval mode.
 
-    The config is read first; the file's ``model.*`` members must then match
-    the model's arrays by name, shape and dtype kind, checked from their
-    headers, so nothing beyond what the model needs is ever read (optimizer
-    state is skipped). Arrays holding NaN or infinity are refused: nothing
-    downstream (inference, ROM export) can make sense of them.
+    The config is read first; the names and shapes of the file's ``model.*``
+    members are then checked against the model's arrays from their headers,
+    so nothing beyond what the model needs is ever read (optimizer state is
+    skipped). Arrays holding NaN or infinity are refused: nothing downstream
+    (inference, ROM export) can make sense of them.
     """
     path = pathlib.Path(path)
     with _open(path) as reader:
@@ -346,9 +346,9 @@ def load_model(path):
             model = build_model(config["model"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: model config {config['model']} cannot be built: {exc}") from None
-        state = model.state_dict()
-        _check_headers(reader, state, path, "model.")
-        arrays = {f"model.{name}": _read(reader, f"model.{name}", path) for name in state}
+        _check_headers(reader, model.state_dict(), path, "model.")
+        arrays = {name: _read(reader, name, path) for name in reader.members
+                  if name.startswith("model.")}
     for name, value in arrays.items():
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             raise ValueError(f"{path}: array {name!r} holds NaN or infinite values "
@@ -358,21 +358,14 @@ def load_model(path):
 
 
 def _check_headers(reader, state, path, prefix):
-    """The members named ``prefix + <state name>`` must be exactly ``state``'s arrays,
-    with their shapes and dtype kinds: checked before any data is read."""
+    """Before any data is read: no member named ``prefix + <name>`` that ``state``
+    lacks, none with another shape, so what is read is what the model needs
+    (a missing array or another dtype kind is reported by restore_module)."""
     found = {name[len(prefix):]: m for name, m in reader.members.items() if name.startswith(prefix)}
-    for name, value in state.items():
-        value = np.asarray(value)
-        if name not in found:
-            raise ValueError(f"{path}: missing array {prefix + name!r}, "
-                             f"expected shape {value.shape}, found none")
-        member = found[name]
-        if member.shape != value.shape:
-            raise ValueError(f"{path}: array {prefix + name!r} has shape {member.shape}, "
-                             f"expected {value.shape}")
-        if member.dtype.kind != value.dtype.kind:
-            raise ValueError(f"{path}: array {prefix + name!r} has dtype {member.dtype}, "
-                             f"expected {value.dtype}")
     unexpected = sorted(set(found) - set(state))
     if unexpected:
         raise ValueError(f"{path}: unexpected array {prefix + unexpected[0]!r} not in the model")
+    for name, member in found.items():
+        if member.shape != np.shape(state[name]):
+            raise ValueError(f"{path}: array {prefix + name!r} has shape {member.shape}, "
+                             f"expected {np.shape(state[name])}")

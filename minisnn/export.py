@@ -4,7 +4,13 @@
 3x3 layer, ``$readmemh`` text files (one hex word per line, no address
 markers) and ``DIR/manifest.json`` with shapes, word widths, address
 orders and the sha256 of every file. ``--random`` writes a demo layer
-instead. ``read_layer`` reads a layer back and verifies hashes and widths.
+instead. ``read_layer`` reads a layer back trusting nothing: the manifest is
+validated field by field, file names must name regular files inside the
+ROM directory, sizes are bounded before reading, hashes are checked, and
+every word must be what ``$readmemh`` reads unambiguously here: exactly the
+hex digits of its declared width, one per line, each line ending in a
+newline (so ``0x1f``, ``-1``, ``+1f``, ``1_f`` or ``x`` are refused naming
+the file and line); NaN scale or shift bit patterns are refused too.
 
 Files per layer NAME (address orders as the RTL reads them):
   NAME.kernel.hex     c_in*c_out words, 9 bits, kernel code, address i*c_out + o
@@ -25,11 +31,13 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
 
 from minisnn import compile as compile_mod
+from minisnn.checkpoint import read_json
 from minisnn.compile import BinaryConvLayer
 from minisnn.subbit import NUM_KERNELS
 
@@ -37,6 +45,9 @@ MANIFEST = "manifest.json"
 FORMAT = "minisnn-rom-1"
 _ADDR_IO = "i * c_out + o"
 _ADDR_O = "o"
+MAX_CHANNELS = 1 << 16  # bound on c_in, c_out, height and width read from a manifest
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def random_layer(rng, c_in, c_out, tau, height=8, width=8, stride=1, name="random", thresholds=True):
@@ -82,23 +93,37 @@ def _check_layer(layer):
         value = getattr(layer, field)
         if value is not None and np.shape(value) != (layer.c_out,):
             raise ValueError(f"layer {name}: {field} must have shape {(layer.c_out,)}, found {np.shape(value)}")
+        if field in ("scale", "shift") and value is not None and np.isnan(value).any():
+            raise ValueError(f"layer {name}: {field} holds NaN at output channel "
+                             f"{int(np.flatnonzero(np.isnan(value))[0])}")
+
+
+def _formats(c_in, c_out, tau):
+    """role -> (width, depth, address order) of every ROM a layer of these sizes can have."""
+    formats = {"kernel": (9, c_in * c_out, _ADDR_IO), "threshold": (32, c_out, _ADDR_O),
+               "flip": (1, c_out, _ADDR_O), "scale": (32, c_out, _ADDR_O),
+               "shift": (32, c_out, _ADDR_O)}
+    if tau is not None:
+        formats.update(codebook=(9, 2**tau, "s"), idx=(tau, c_in * c_out, _ADDR_IO))
+    return formats
 
 
 def _rom_specs(layer):
     """(role, words as unsigned ints, width, address order) for every ROM of a layer."""
-    specs = [("kernel", np.asarray(layer.kernel_codes).T.ravel(), 9, _ADDR_IO)]
+    words = {"kernel": np.asarray(layer.kernel_codes).T.ravel()}
     if layer.tau is not None:
-        specs.append(("codebook", np.asarray(layer.codebook).ravel(), 9, "s"))
-        specs.append(("idx", np.asarray(layer.idx).T.ravel(), layer.tau, _ADDR_IO))
+        words["codebook"] = np.asarray(layer.codebook).ravel()
+        words["idx"] = np.asarray(layer.idx).T.ravel()
     if layer.threshold is not None:
         flip = np.zeros(layer.c_out, bool) if layer.flip is None else np.asarray(layer.flip, bool)
-        specs.append(("threshold", np.asarray(layer.threshold, np.int32).view(np.uint32), 32, _ADDR_O))
-        specs.append(("flip", flip.astype(np.uint32), 1, _ADDR_O))
+        words["threshold"] = np.asarray(layer.threshold, np.int32).view(np.uint32)
+        words["flip"] = flip.astype(np.uint32)
     for role in ("scale", "shift"):
         value = getattr(layer, role)
         if value is not None:
-            specs.append((role, np.asarray(value, np.float32).view(np.uint32), 32, _ADDR_O))
-    return specs
+            words[role] = np.asarray(value, np.float32).view(np.uint32)
+    formats = _formats(layer.c_in, layer.c_out, layer.tau)
+    return [(role, w, formats[role][0], formats[role][2]) for role, w in words.items()]
 
 
 def _sha256(path):
@@ -138,46 +163,148 @@ def write_manifest(out_dir, entries):
         "layers": entries,
     }
     with open(path, "w") as f:
-        json.dump(manifest, f, indent=2)
+        json.dump(manifest, f, indent=2, allow_nan=False)
         f.write("\n")
     return path
 
 
-def _read_rom(manifest_dir, spec):
-    """Words of one ROM file as int64, after checking sha256, depth and width."""
-    path = os.path.join(manifest_dir, spec["file"])
-    if not os.path.exists(path):
-        raise ValueError(f"ROM file {path} listed in the manifest is missing")
-    found = _sha256(path)
+def _rom_path(manifest_dir, name, where):
+    """The regular file ``name`` names inside ``manifest_dir``, or ValueError: no
+    absolute paths, no ``..``, no subdirectories, no symlinks leading out, no devices."""
+    inside = False
+    if isinstance(name, str) and name not in ("", ".", "..") and os.path.basename(name) == name:
+        path = os.path.join(manifest_dir, name)
+        real = os.path.realpath(path)
+        inside = (os.path.dirname(real) == os.path.realpath(manifest_dir)
+                  and os.path.isfile(real))
+    if not inside:
+        raise ValueError(f"{where}.file is {name!r}, not the name of a file in the ROM directory "
+                         f"{manifest_dir}")
+    return path
+
+
+def _read_rom(manifest_dir, spec, where):
+    """Words of one ROM file as int64: the file confined to ``manifest_dir``, its size
+    bounded before reading, its sha256 checked, each line exactly one word of
+    ``spec["width"]`` bits in ``(width + 3) // 4`` hex digits."""
+    path = _rom_path(manifest_dir, spec["file"], where)
+    width, depth = spec["width"], spec["depth"]
+    digits = (width + 3) // 4
+    limit = 2 * depth * (digits + 1) + 1024  # twice the exact size: room to name the bad line
+    size = os.path.getsize(path)
+    if size > limit:
+        raise ValueError(f"ROM file {path}: {size} bytes, far more than {depth} words of "
+                         f"{digits} hex digits need")
+    with open(path, "rb") as f:
+        raw = f.read(limit + 1)
+    found = hashlib.sha256(raw).hexdigest()
     if found != spec["sha256"]:
         raise ValueError(f"ROM file {path}: sha256 {found} differs from the manifest's {spec['sha256']} (corrupted?)")
-    with open(path) as f:
-        lines = [line.strip() for line in f if line.strip()]
-    if len(lines) != spec["depth"]:
-        raise ValueError(f"ROM file {path}: expected {spec['depth']} words, found {len(lines)}")
-    try:
-        words = np.array([int(line, 16) for line in lines], dtype=np.int64)
-    except ValueError as exc:
-        raise ValueError(f"ROM file {path}: not a $readmemh hex word per line ({exc})") from None
-    if words.size and words.max() >= 2 ** spec["width"]:
-        raise ValueError(f"ROM file {path}: word {words.max():#x} exceeds the {spec['width']}-bit width")
+    lines = raw.split(b"\n")
+    if lines[-1]:
+        raise ValueError(f"ROM file {path}, line {len(lines)}: no newline at the end of the "
+                         "last word")
+    lines.pop()
+    words = np.zeros(len(lines), np.int64)
+    for n, line in enumerate(lines):
+        text = line.decode("latin1")
+        if len(text) != digits or not _HEX.fullmatch(text):
+            raise ValueError(f"ROM file {path}, line {n + 1}: {text!r} is not a {width}-bit "
+                             f"$readmemh word: {digits} hex digit{'s' if digits > 1 else ''} "
+                             "and nothing else")
+        words[n] = int(text, 16)
+        if words[n] >= 2**width:
+            raise ValueError(f"ROM file {path}, line {n + 1}: word {words[n]:#x} exceeds the "
+                             f"{width}-bit width")
+    if len(words) != depth:
+        raise ValueError(f"ROM file {path}: expected {depth} words, found {len(words)}")
     return words
 
 
+def _field(entry, key, where):
+    if key not in entry:
+        raise ValueError(f"{where}: missing field {key!r}")
+    return entry[key]
+
+
+def _integer(entry, key, where, low, high):
+    value = _field(entry, key, where)
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{where}: {key} must be an integer in {low}..{high}, found {value!r}")
+    return value
+
+
+def _check_entry(entry, where):
+    """Validate one manifest layer entry field by field; ValueError naming the field."""
+    c_in = _integer(entry, "c_in", where, 1, MAX_CHANNELS)
+    c_out = _integer(entry, "c_out", where, 1, MAX_CHANNELS)
+    height = _integer(entry, "height", where, 1, MAX_CHANNELS)
+    width = _integer(entry, "width", where, 1, MAX_CHANNELS)
+    stride = _field(entry, "stride", where)
+    if type(stride) is not int or stride not in (1, 2):
+        raise ValueError(f"{where}: stride must be 1 or 2, found {stride!r}")
+    tau = _field(entry, "tau", where)
+    if tau is not None and (type(tau) is not int or not 1 <= tau <= 9):
+        raise ValueError(f"{where}: tau must be null or an integer in 1..9, found {tau!r}")
+    for key, size in (("out_height", height), ("out_width", width)):
+        if key in entry and entry[key] != (size - 1) // stride + 1:
+            raise ValueError(f"{where}: {key} is {entry[key]!r}, expected {(size - 1) // stride + 1}")
+    files = _field(entry, "files", where)
+    if not isinstance(files, dict):
+        raise ValueError(f"{where}: files must be an object, found {type(files).__name__}")
+    formats = _formats(c_in, c_out, tau)
+    required = ["kernel"] + (["codebook", "idx"] if tau is not None else [])
+    required += ["threshold", "flip"] if "threshold" in files or "flip" in files else []
+    for role in required:
+        if role not in files:
+            raise ValueError(f"{where}: files lacks {role!r}")
+    for role, spec in files.items():
+        if role not in formats:
+            raise ValueError(f"{where}: unknown ROM role {role!r}; expected one of {sorted(formats)}")
+        here = f"{where}: files.{role}"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{here} must be an object, found {type(spec).__name__}")
+        for key, want in zip(("width", "depth", "address"), formats[role]):
+            if _field(spec, key, here) != want:
+                raise ValueError(f"{here}.{key} is {spec[key]!r}, expected {want!r}")
+        if not isinstance(_field(spec, "sha256", here), str) or not _SHA256.fullmatch(spec["sha256"]):
+            raise ValueError(f"{here}.sha256 must be 64 hex digits, found {spec['sha256']!r}")
+        if not isinstance(_field(spec, "file", here), str):
+            raise ValueError(f"{here}.file must be a file name, found {spec['file']!r}")
+
+
 def read_layer(manifest_dir, name) -> BinaryConvLayer:
-    """Read layer ``name`` back from an exported directory (hashes and widths verified)."""
+    """Read layer ``name`` back from an exported directory (see the module doc for
+    what is verified); every fault is a ValueError naming the file, field or line."""
     path = os.path.join(manifest_dir, MANIFEST)
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"manifest {path} cannot be read: {exc}") from None
-    entries = {e["name"]: e for e in manifest.get("layers", [])}
+    manifest = read_json(path, "manifest")
+    where = f"manifest {path}"
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where}: expected a JSON object, found {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError(f"{where}: layers must be a list of layer objects, found "
+                         f"{type(layers).__name__}")
+    for i, entry in enumerate(layers):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: layers[{i}] must be an object, found {type(entry).__name__}")
+    entries = {e.get("name"): e for e in layers}
     if name not in entries:
-        raise ValueError(f"manifest {path}: no layer {name!r}, found {sorted(entries)}")
+        raise ValueError(f"{where}: no layer {name!r}, found {sorted(map(str, entries))}")
     entry = entries[name]
+    where = f"{where}: layer {name!r}"
+    _check_entry(entry, where)
     c_in, c_out, files = entry["c_in"], entry["c_out"], entry["files"]
-    rom = {role: _read_rom(manifest_dir, spec) for role, spec in files.items()}
+    rom = {role: _read_rom(manifest_dir, spec, f"{where}: files.{role}")
+           for role, spec in files.items()}
+    for role in ("scale", "shift"):
+        nan = np.isnan(rom[role].astype(np.uint32).view(np.float32)) if role in rom else []
+        if np.any(nan):
+            at = int(np.flatnonzero(nan)[0])
+            raise ValueError(f"ROM file {os.path.join(manifest_dir, files[role]['file'])}, line "
+                             f"{at + 1}: {rom[role][at]:08x} is a float32 NaN, not a {role}")
 
     def per_o(role, dtype):
         return rom[role].astype(np.uint32).view(dtype) if role in rom else None

@@ -130,3 +130,118 @@ def test_cli_bad_checkpoint_exits_2_without_traceback(tmp_path):
     proc = _cli("--rom", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "rom"))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+# -- hostile ROM directories: words, manifests, paths, NaN --------------------------------------
+def _forge(tmp_path, manifest, role, text):
+    """Replace a ROM file and give the manifest its sha256: a consistent forgery."""
+    spec = manifest["layers"][0]["files"][role]
+    path = tmp_path / spec["file"]
+    path.write_text(text)
+    spec["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("word", ["0x1f", "-1", "+1f", "1_f", "x", "3f", "1f 1f", "1", "01f",
+                                  "1f\r", ""])
+def test_words_readmemh_would_misread_are_refused_naming_file_and_line(tmp_path, word):
+    layer = random_layer(np.random.default_rng(1), 4, 4, 5)  # tau 5: idx words are 2 hex digits
+    manifest = _export(tmp_path, layer)
+    lines = (tmp_path / "random.idx.hex").read_text().splitlines()
+    lines[3] = word
+    _forge(tmp_path, manifest, "idx", "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"random\.idx\.hex, line 4: .*5-bit"):
+        read_layer(tmp_path, "random")
+
+
+def test_a_rom_file_must_end_its_last_line(tmp_path):
+    manifest = _export(tmp_path, random_layer(np.random.default_rng(1), 2, 2, 3))
+    text = (tmp_path / "random.kernel.hex").read_text()
+    _forge(tmp_path, manifest, "kernel", text.rstrip("\n"))
+    with pytest.raises(ValueError, match=r"random\.kernel\.hex, line 4: no newline"):
+        read_layer(tmp_path, "random")
+
+
+def test_nan_scale_or_shift_bit_patterns_are_refused(tmp_path):
+    for role in ("scale", "shift"):
+        manifest = _export(tmp_path, random_layer(np.random.default_rng(1), 3, 5, 2))
+        lines = (tmp_path / f"random.{role}.hex").read_text().splitlines()
+        lines[2] = "7fc00001"
+        _forge(tmp_path, manifest, role, "\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=rf"random\.{role}\.hex, line 3: 7fc00001 is a "
+                                             r"float32 NaN"):
+            read_layer(tmp_path, "random")
+    layer = random_layer(np.random.default_rng(1), 3, 5, 2)
+    layer.scale[1] = np.nan
+    with pytest.raises(ValueError, match=r"layer random: scale holds NaN"):
+        export_layer(layer, tmp_path / "out")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.pop("format"), r"format is None, expected 'minisnn-rom-1'"),
+    (lambda m: m.update(layers={}), r"layers must be a list of layer objects"),
+    (lambda m: m["layers"].insert(0, 7), r"layers\[0\] must be an object, found int"),
+    (lambda m: m["layers"][0].pop("c_in"), r"missing field 'c_in'"),
+    (lambda m: m["layers"][0].update(c_in="3"), r"c_in must be an integer in 1\.\.65536, found '3'"),
+    (lambda m: m["layers"][0].update(c_out=True), r"c_out must be an integer in 1\.\.65536, found True"),
+    (lambda m: m["layers"][0].update(stride=3), r"stride must be 1 or 2, found 3"),
+    (lambda m: m["layers"][0].update(tau=12), r"tau must be null or an integer in 1\.\.9, found 12"),
+    (lambda m: m["layers"][0].update(out_height=99), r"out_height is 99, expected 11"),
+    (lambda m: m["layers"][0].update(files=[]), r"files must be an object"),
+    (lambda m: m["layers"][0]["files"].pop("kernel"), r"files lacks 'kernel'"),
+    (lambda m: m["layers"][0]["files"].pop("idx"), r"files lacks 'idx'"),
+    (lambda m: m["layers"][0]["files"].update(bias={}), r"unknown ROM role 'bias'"),
+    (lambda m: m["layers"][0]["files"]["idx"].pop("sha256"), r"files\.idx: missing field 'sha256'"),
+    (lambda m: m["layers"][0]["files"]["idx"].update(width=7), r"files\.idx\.width is 7, expected 3"),
+    (lambda m: m["layers"][0]["files"]["idx"].update(depth=10**12),
+     r"files\.idx\.depth is 1000000000000, expected 12"),
+    (lambda m: m["layers"][0]["files"]["idx"].update(address="o"),
+     r"files\.idx\.address is 'o', expected 'i \* c_out \+ o'"),
+    (lambda m: m["layers"][0]["files"]["idx"].update(sha256=5), r"files\.idx\.sha256 must be 64 "
+                                                                 r"hex digits, found 5"),
+    (lambda m: m["layers"][0]["files"]["idx"].update(file=["x"]), r"files\.idx\.file must be a file "
+                                                                  r"name, found \['x'\]"),
+])
+def test_malformed_manifests_get_a_message_naming_the_field(tmp_path, edit, message):
+    manifest = _export(tmp_path, random_layer(np.random.default_rng(0), 3, 4, 3, height=11))
+    edit(manifest)
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest \S*manifest\.json: (layer 'random': )?" + message):
+        read_layer(tmp_path, "random")
+
+
+def test_manifest_json_that_is_not_plain_data_is_refused(tmp_path):
+    _export(tmp_path, random_layer(np.random.default_rng(0), 3, 4, 3))
+    for text, message in (("[" * 5000 + "]" * 5000, "nests deeper"), ('{"format": NaN}', "NaN"),
+                          ("\xff", "UTF-8")):
+        (tmp_path / MANIFEST).write_bytes(text.encode("latin1"))
+        with pytest.raises(ValueError, match=rf"manifest\.json.*{message}"):
+            read_layer(tmp_path, "random")
+
+
+@pytest.mark.parametrize("target", ["../outside.hex", "ABSOLUTE", "sub/random.idx.hex",
+                                    "link.hex", "/dev/zero", ".", ""])
+def test_rom_paths_are_confined_to_the_rom_directory(tmp_path, target):
+    rom = tmp_path / "rom"
+    manifest = _export(rom, random_layer(np.random.default_rng(0), 3, 4, 3))
+    outside = tmp_path / "outside.hex"
+    outside.write_bytes((rom / "random.idx.hex").read_bytes())  # the right content, wrong place
+    (rom / "sub").mkdir()
+    (rom / "sub" / "random.idx.hex").write_bytes(outside.read_bytes())
+    os.symlink(outside, rom / "link.hex")
+    manifest["layers"][0]["files"]["idx"]["file"] = str(outside) if target == "ABSOLUTE" else target
+    (rom / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"files\.idx\.file .* a file in the ROM directory"):
+        read_layer(rom, "random")
+
+
+def test_cli_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
+    from minisnn import checkpoint, models
+    model = models.resnet20("bnn", "binary", seed=0)
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays["model.layer2.1.bn1.running_var"][3] = np.inf
+    checkpoint.save_checkpoint(tmp_path / "inf.npz", arrays, {"model": model.config})
+    proc = _cli("--rom", str(tmp_path / "inf.npz"), "--out", str(tmp_path / "rom"))
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.startswith("error:") and "holds NaN or infinite values" in proc.stderr
+    assert not (tmp_path / "rom").exists()
