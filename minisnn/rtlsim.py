@@ -1,7 +1,7 @@
 """Co-simulation of the Verilog engines (rtl/*.v) against the popcount model.
 
 ``simulate_layer`` writes the stimulus and the layer's ROMs (minisnn.export)
-into a temporary directory, runs rtl/tb_layer.v under Icarus (iverilog/vvp;
+into a temporary directory, runs rtl/tb/tb_layer.v under Icarus (iverilog/vvp;
 compiled testbenches are cached per parameter set) and reads the sums, bits
 and cycle count back. ``check_layer`` compares them with minisnn.popcount and
 raises on the first mismatch.
@@ -28,7 +28,7 @@ from minisnn.export import export_layer, random_layer
 RTL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rtl")
 # synthesizable modules of both engines
 ENGINE_SOURCES = ("snn_layer.v", "bnn_layer.v", "layer_seq.v", "act_window.v", "lane_acc.v", "dot9.v", "rom.v")
-TB_SOURCES = ("tb_layer.v",) + ENGINE_SOURCES
+TB_SOURCES = ("tb/tb_layer.v",) + ENGINE_SOURCES
 ENGINES = ("snn", "bnn")
 # the name the testbench's memory file parameters expect (tb_layer.v)
 _TB_LAYER_NAME = "layer"
