@@ -14,6 +14,15 @@ Bit orders (shared by the numba kernels, compile/export and the RTL):
   each 3x3 window of a padding-1 conv; taps in the padding have bit 0.
   tap_masks gives per output position the 9-bit mask of in-bounds taps,
   so that dot(k, patch) = popcount(m) - 2 * popcount((k ^ patch) & m).
+- Patch words (the integer engine's layout, :func:`patch_layout`): the
+  3x3 x C bits of one window in a few uint32 words, so that a 16-channel
+  layer fills each word, not 16 of 64 bits. Each tap's C channel bits form
+  a field of ``field_bits`` bits (C rounded up to a power of two, or to
+  whole words above 32); tap t, channel c lies in word
+  (t // taps_per_word) * channel_words + c // 32 at bit
+  (t % taps_per_word) * field_bits + c % 32. Unused bits are 0.
+  :func:`pack_patch_weights` lays kernel codes out so; the engine builds
+  the activation windows the same way (taps in the padding give 0).
 """
 
 import numpy as np
@@ -118,6 +127,41 @@ def pack_weights(kernel_codes):
     c_out, c_in = codes.shape
     bits = ((codes[..., None] >> np.arange(9, dtype=np.uint16)) & 1).astype(bool)
     return _pack_last_axis(bits.transpose(0, 2, 1).reshape(c_out, 3, 3, c_in))
+
+
+PATCH_WORD_BITS = 32  # 16 positions per AVX-512 register, float epilogue included
+
+
+def patch_layout(c_in):
+    """(field_bits, taps_per_word, channel_words, words) of the patch-word layout
+    for ``c_in`` channels (module docstring): 16 channels give (16, 2, 1, 5),
+    32 give (32, 1, 1, 9), 70 give (96, 1, 3, 27)."""
+    if c_in < 1:
+        raise ValueError(f"c_in must be positive, found {c_in}")
+    if c_in > PATCH_WORD_BITS:
+        channel_words = -(-int(c_in) // PATCH_WORD_BITS)
+        return PATCH_WORD_BITS * channel_words, 1, channel_words, 9 * channel_words
+    field = 1 << (int(c_in) - 1).bit_length()
+    taps = PATCH_WORD_BITS // field
+    return field, taps, 1, -(-9 // taps)
+
+
+def pack_patch_weights(kernel_codes):
+    """Kernel codes uint16 (C_out, C_in) -> uint32 (C_out, words) in the
+    patch-word layout of :func:`patch_layout`."""
+    codes = check_codes(kernel_codes, "kernel_codes", 2)
+    c_out, c_in = codes.shape
+    field, taps, channel_words, words = patch_layout(c_in)
+    packed = np.zeros((c_out, words), dtype=np.uint32)
+    channels = np.arange(c_in)
+    for t in range(9):
+        bits = ((codes >> np.uint16(t)) & 1).astype(np.uint32)  # (C_out, C_in)
+        word = (t // taps) * channel_words + channels // PATCH_WORD_BITS
+        shift = ((t % taps) * field + channels % PATCH_WORD_BITS).astype(np.uint32)
+        for w in np.unique(word):
+            on = word == w
+            packed[:, w] |= np.bitwise_or.reduce(bits[:, on] << shift[on], axis=1)
+    return packed
 
 
 def unpack_weights(packed, c_in):

@@ -8,12 +8,13 @@ binary activations (1W/1A or sub-bit W/1A; Bi-Real blocks in the CIFAR
 ResNet, ReActNet blocks in the CIFAR or ImageNet ResNet) into a
 CompiledModel whose ``predict`` returns the float eval-mode model's logits
 bit for bit: each block conv runs as integer popcount sums
-s = conv(sign(x + shift), B) on packed bits (the Dot9-table kernel with
-codebook + idx for sub-bit layers; ReActNet's learnable shift folds into
-the sign test, else it is 0), and every float step around it (alpha
-multiply, batch norm, shortcut add, Hardtanh or RPReLU, stem conv, pools,
+s = conv(sign(x + shift), B) on packed bits (sub-bit layers on their
+decoded kernels codebook[idx]; ReActNet's learnable shift folds into the
+sign test, else it is 0), and every float step around it (alpha multiply,
+batch norm, shortcut add, Hardtanh or RPReLU, stem conv, pools,
 classifier) computes the same float32 operations on the same arrays as the
-float model. Where a batch norm feeds a sign
+float model. Each block runs fused, image by image (popcount.hardtanh_block,
+popcount.rprelu_block). Where a batch norm feeds a sign
 directly, conv + BN + sign fold into integer thresholds
 (:func:`sign_thresholds`); the ResNet blocks add a shortcut first, so
 there the records carry scale/shift only. CLI: ``python -m minisnn.infer``.
@@ -220,25 +221,23 @@ class CompiledConv:
     layer: BinaryConvLayer
     alpha: np.ndarray  # float32 (c_out,)
     bn: ChannelAffine
-    packed_weights: Optional[np.ndarray] = None  # uint64 (c_out, 3, 3, words), BNN layers
-    masks: Optional[np.ndarray] = None  # uint16 (Ho, Wo) tap masks, sub-bit layers
+    packed: Optional[popcount.PackedConv] = None  # the kernels laid out for the popcount engine
 
-    def sums(self, x, shift=None):
-        """Integer sums int32 (N, c_out, Ho, Wo) of conv(sign(x + shift), B) by popcount."""
+    def check_input(self, x):
         layer = self.layer
         if x.shape[1:] != (layer.c_in, layer.height, layer.width):
             raise ValueError(f"layer {layer.name}: expects input (N, {layer.c_in}, {layer.height}, "
                              f"{layer.width}), found {x.shape}")
-        if layer.tau is None:
-            return popcount.bnn_conv3x3_packed(sign_pack(x, shift), self.packed_weights,
-                                               layer.c_in, layer.stride)
-        return popcount.snn_conv3x3_codes(sign_patch_codes(x, layer.stride, shift), self.masks,
-                                          layer.codebook, layer.idx)
 
-    def residual_forward(self, x, stride, pad_lo):
-        """hardtanh(forward(x) + shortcut(x)) in one pass (see _residual_hardtanh)."""
-        return _residual_hardtanh(self.sums(x), self.alpha, self.bn.scale, self.bn.shift,
-                                  np.ascontiguousarray(x), stride, pad_lo)
+    @property
+    def affine(self):
+        """float32 (3, c_out): alpha, batch-norm scale, batch-norm shift."""
+        return np.stack([self.alpha, self.bn.scale, self.bn.shift]).astype(np.float32)
+
+    def sums(self, x, shift=None):
+        """Integer sums int32 (N, c_out, Ho, Wo) of conv(sign(x + shift), B) by popcount."""
+        self.check_input(x)
+        return popcount.conv3x3_sums(x, self.packed, shift)
 
     def sign_bits(self, x):
         """uint8 bits (1 = +1) of sign(forward(x)) from the integer thresholds."""
@@ -290,47 +289,16 @@ def compile_conv(name, conv, bn, height, width, thresholds=False):
         name=name, c_in=conv.in_channels, c_out=conv.out_channels, height=height, width=width,
         stride=conv.stride, kernel_codes=codes, scale=alpha * affine.scale, shift=affine.shift,
         tau=tau, codebook=codebook, idx=idx)
-    compiled = CompiledConv(layer, alpha, affine)
-    if tau is None:
-        compiled.packed_weights = bitpack.pack_weights(codes)
-    else:
-        compiled.masks = bitpack.tap_masks(height, width, conv.stride)
+    # sub-bit layers run on their decoded kernels codebook[idx] too: on a CPU with a
+    # vector popcount, XNOR-popcount over 3x3 x C bits beats the Dot9 table (bench kernels)
+    compiled = CompiledConv(layer, alpha, affine, popcount.pack_conv(codes, height, width,
+                                                                     conv.stride))
     if thresholds:
         compiled.layer = compiled.with_thresholds()
     return compiled
 
 
 # ------------------------------------------------------------------ whole model
-
-# One pass instead of five (alpha multiply, batch norm, shortcut padding, add,
-# Hardtanh): each element goes through the float model's float32 operations
-# in its order, so the result is the same bits (no fastmath: no FMA
-# contraction, as in functional.channel_affine).
-
-@njit(parallel=True, cache=True)
-def _residual_hardtanh(sums, alpha, scale, shift, res, stride, pad_lo):
-    """hardtanh(bn(float32(sums) * alpha) + shortcut(res)); the option-A
-    shortcut takes every stride-th pixel of ``res`` into channels
-    pad_lo .. pad_lo + C_res - 1 and zeros elsewhere (Identity: 1, 0)."""
-    n, c, ho, wo = sums.shape
-    c_res = res.shape[1]
-    out = np.empty((n, c, ho, wo), dtype=np.float32)
-    for t in prange(n * c):
-        b = t // c
-        o = t % c
-        a, k, m = alpha[o], scale[o], shift[o]
-        r = o - pad_lo
-        for y in range(ho):
-            for z in range(wo):
-                v = np.float32(sums[b, o, y, z]) * a
-                v = v * k + m
-                if 0 <= r < c_res:
-                    v = v + res[b, r, y * stride, z * stride]
-                else:
-                    v = v + np.float32(0.0)  # np.pad's +0.0 turns -0.0 into +0.0
-                out[b, o, y, z] = min(max(v, np.float32(-1.0)), np.float32(1.0))
-    return out
-
 
 @dataclass
 class CompiledBlock:
@@ -344,31 +312,17 @@ class CompiledBlock:
     pad_lo: int
 
     def forward(self, x):
-        h = self.conv1.residual_forward(x, self.stride, self.pad_lo)
-        return self.conv2.residual_forward(h, 1, 0)
-
+        """Both convs and their float steps fused per image (popcount.hardtanh_block)."""
+        self.conv1.check_input(x)
+        if self.stride != self.conv1.layer.stride:
+            raise ValueError(f"layer {self.conv1.layer.name}: the shortcut's stride {self.stride} "
+                             f"differs from the conv's {self.conv1.layer.stride}")
+        return popcount.hardtanh_block(x, self.conv1.packed, self.conv1.affine, self.conv2.packed,
+                                       self.conv2.affine, self.pad_lo)
 
     @property
     def convs(self):
         return [self.conv1, self.conv2]
-
-
-# bn(alpha * s) + residual as the float model computes it: the alpha multiply is
-# channel_affine(out, alpha, 0), so + 0 (turning -0.0 into +0.0), then the batch
-# norm's affine, then the in-place add of the residual.
-@njit(parallel=True, cache=True)
-def _scale_bn_add(sums, alpha, scale, shift, res):
-    n, c, ho, wo = sums.shape
-    out = np.empty((n, c, ho, wo), dtype=np.float32)
-    for t in prange(n * c):
-        b = t // c
-        o = t % c
-        a, k, m = alpha[o], scale[o], shift[o]
-        for y in range(ho):
-            for z in range(wo):
-                v = np.float32(sums[b, o, y, z]) * a + np.float32(0.0)
-                out[b, o, y, z] = (v * k + m) + res[b, o, y, z]
-    return out
 
 
 @dataclass
@@ -402,12 +356,11 @@ class CompiledReActBlock:
         return [self.conv]
 
     def forward(self, x):
+        """The conv and its float steps fused per image (popcount.rprelu_block)."""
+        self.conv.check_input(x)
         res = x if self.downsample is None else self.downsample(x)
-        out = _scale_bn_add(self.conv.sums(x, self.shift), self.conv.alpha, self.conv.bn.scale,
-                            self.conv.bn.shift, np.ascontiguousarray(res))
-        y = np.empty_like(out)
-        F.rprelu(out, *self.rprelu, y)
-        return y
+        affine = np.concatenate([self.conv.affine, np.stack(self.rprelu)]).astype(np.float32)
+        return popcount.rprelu_block(x, self.shift, self.conv.packed, affine, res)
 
 
 @dataclass

@@ -1,31 +1,40 @@
 """Integer popcount kernels (numba) for binary and sub-bit 3x3 convs.
 
 All convs are 3x3, padding 1, stride 1 or 2. Activations are {-1, +1};
-zero padding contributes 0 (taps outside the input are skipped/masked).
+zero padding contributes 0 (taps outside the input count nothing).
 The public wrappers below are the golden model the RTL is checked
 against; the ``*_packed`` / ``*_codes`` functions take already-packed
-inputs (bit orders in :mod:`minisnn.bitpack`) so an engine can keep
-activations packed between layers.
+inputs (bit orders in :mod:`minisnn.bitpack`).
 
-- BNN (W1/A1): channel-packed XNOR-popcount, dot per tap
-  C_in - 2 * popcount(a ^ w).
-- SNN (sub-bit W / A1): per input channel and position the 2^tau Dot9
-  results are computed once into a table that every output channel reads
-  through idx (the paper's Dot9 + table + lanes scheme).
+- BNN (W1/A1), the integer engine: XNOR-popcount over whole 3x3 x C
+  windows in uint32 patch words (bitpack.patch_layout), sum = taps inside
+  x C - 2 * mismatches. :func:`pack_conv` lays a layer out,
+  :func:`conv3x3_sums` runs it from float activations (sign, packing and
+  popcount fused), and :func:`hardtanh_block` / :func:`rprelu_block` run a
+  whole residual block per image with the float steps around the convs
+  fused in, bit-identical to the float model. Sub-bit layers run here on
+  their decoded kernels codebook[idx]: on a CPU with a vector popcount
+  that beats the Dot9 table below (``python -m minisnn.bench kernels``).
+- SNN (sub-bit W / A1), the paper's processing element: per input channel
+  and position the 2^tau Dot9 results are computed once into a table that
+  every output channel reads through idx (Dot9 + table + lanes).
 - SNN (sub-bit W / real A): per input channel the 2^tau kernel responses
   are computed once and shared the same way; alpha[o] is applied last.
 
-Speed is measured by ``python -m minisnn.bench kernels``. Importing
-minisnn sets OMP_WAIT_POLICY=passive unless the user set it: spinning idle
-OpenMP workers otherwise starve BLAS and other processes.
+Speed: ``python -m minisnn.bench kernels`` (per layer) and ``infer``
+(whole ResNet-20). The command-line tools set OMP_WAIT_POLICY=passive
+(minisnn.runtime): spinning idle OpenMP workers starve BLAS and other
+processes.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_size,
-                      pack_activations, pack_weights, patch_codes, tap_masks)
+                      pack_activations, pack_patch_weights, patch_codes, patch_layout, tap_masks)
 from .functional import conv2d_forward_reference, pad_nchw
 from .subbit import NUM_KERNELS
 
@@ -54,55 +63,315 @@ def _popcount(typingctx, x):
 
 # ---------------------------------------------------------------- BNN W1/A1
 
+# The engine works image by image (prange over the batch), so a block's
+# activations stay in the core's L2 from one conv to the next. Per image:
+# activation bits, flat (channel_words, H * W), channel c in uint32 word
+# c // 32 at bit c % 32; patch words (Ho * Wo positions each) in the layout
+# of bitpack.patch_layout, rounded up to 6, 9 or a multiple of 9 words; then
+# per output channel one flat pass over all positions that XORs, popcounts
+# (vpopcntd on AVX-512), adds the counts of all words in registers and runs
+# the epilogue. uint32 words keep the whole pass at 16 lanes (uint64: 8,
+# measured 2x slower); one loop per word count (6, 9, 18: up to 64
+# channels): a loop over the words inside, or a second pass over the
+# positions, costs 2-5x at 8x8 (measured). Above 64 channels, one pass
+# counts all words but the last 18 first.
+# A tap in the zero padding holds 0 in the patch words, so every +1 weight
+# bit there counts as a mismatch: the per-position ``bias`` (PackedConv)
+# takes those back, s = bias - 2 * mismatches.
+WORD_COUNTS = (6, 9)  # else a multiple of 9
+
+
+@dataclass(frozen=True)
+class PackedConv:
+    """A binary 3x3 conv (padding 1) on ``height`` x ``width`` inputs, laid out
+    for the patch-word kernels (:func:`pack_conv`)."""
+
+    c_in: int
+    height: int
+    width: int
+    stride: int
+    words: np.ndarray  # uint32 (C_out, patch words rounded up to 6, 9 or 9k)
+    bias: np.ndarray  # int32 (C_out, Ho * Wo): taps inside * c_in + 2 * (+1 weight bits outside)
+
+    @property
+    def c_out(self):
+        return self.words.shape[0]
+
+    @property
+    def out_size(self):
+        return output_size(self.height, self.stride), output_size(self.width, self.stride)
+
+    @property
+    def layout(self):
+        """(field_bits, taps_per_word) of bitpack.patch_layout."""
+        return patch_layout(self.c_in)[:2]
+
+
+def pack_conv(kernel_codes, height, width, stride=1):
+    """PackedConv of kernel codes uint16 (C_out, C_in) for inputs height x width."""
+    codes = check_codes(kernel_codes, "kernel_codes", 2)
+    stride = check_stride(stride)
+    if min(codes.shape) == 0 or height < 1 or width < 1:
+        raise ValueError(f"pack_conv needs kernels and an input size, found codes {codes.shape}, "
+                         f"input {height} x {width}")
+    c_out, c_in = codes.shape
+    packed = pack_patch_weights(codes)
+    n_words = next((k for k in WORD_COUNTS if packed.shape[1] <= k), -(-packed.shape[1] // 9) * 9)
+    words = np.zeros((c_out, n_words), np.uint32)
+    words[:, :packed.shape[1]] = packed
+    taps = np.arange(9, dtype=np.uint16)
+    ones = ((codes[:, :, None] >> taps) & 1).sum(axis=1).astype(np.int64)  # (C_out, 9)
+    inside = ((tap_masks(height, width, stride).reshape(-1, 1) >> taps) & 1).astype(np.int64)
+    bias = inside.sum(axis=1) * c_in + 2 * ones @ (1 - inside).T
+    return PackedConv(int(c_in), int(height), int(width), stride, words, bias.astype(np.int32))
+
+
+@njit(cache=True)
+def _pack_image(x, shift, bits):
+    """Activation bits (channel_words, H * W) of sign(x + shift), x float32 (C, H * W):
+    x * 1 + shift >= 0, as functional.shifted_sign (shift 0: x >= 0, -0.0 included)."""
+    bits[:] = 0
+    zero = np.float32(0)
+    for i in range(x.shape[0]):
+        v, bit, d = i // 32, np.uint32(i % 32), shift[i]
+        for p in range(x.shape[1]):
+            bits[v, p] |= np.uint32(x[i, p] * np.float32(1) + d >= zero) << bit
+
+
+@njit(cache=True)
+def _patch_image(bits, h, w, stride, field, taps_per_word, patches):
+    """Patch words (words, Ho * Wo) of one image's activation bits (channel_words, H * W)."""
+    channel_words = bits.shape[0]
+    ho = (h - 1) // stride + 1
+    wo = (w - 1) // stride + 1
+    patches[:] = 0
+    for t in range(9):
+        dy = t // 3 - 1
+        dx = t % 3 - 1
+        shift = np.uint32((t % taps_per_word) * field)
+        y0 = 0 if dy >= 0 else 1  # the output rows and columns whose tap lies inside
+        y1 = ho if stride * (ho - 1) + dy < h else ho - 1
+        x0 = 0 if dx >= 0 else 1
+        x1 = wo if stride * (wo - 1) + dx < w else wo - 1
+        for v in range(channel_words):
+            src = bits[v]
+            dst = patches[(t // taps_per_word) * channel_words + v]
+            if stride == 1:
+                # one flat run over those rows (slices: indices provably >= 0, so
+                # it vectorizes); where it crosses a row edge, the bits go out again
+                p0 = y0 * w + x0
+                p1 = (y1 - 1) * w + x1
+                off = dy * w + dx
+                if p1 > p0:
+                    d = dst[p0:p1]
+                    s = src[p0 + off:p1 + off]
+                    for p in range(d.size):
+                        d[p] |= s[p] << shift
+                if dx != 0:
+                    for y in range(y0, y1):
+                        p = y * w + (0 if dx < 0 else w - 1)
+                        if p0 <= p < p1:
+                            dst[p] &= ~(src[p + off] << shift)
+            else:
+                for y in range(y0, y1):
+                    src_row = (stride * y + dy) * w + dx
+                    for x in range(x0, x1):
+                        dst[y * wo + x] |= src[src_row + stride * x] << shift
+
+
+@njit(cache=True)
+def _head_counts(patches, words):
+    """Mismatches int32 (C_out, positions) in all words but the last 18 (C_in >
+    64); one row of zeros otherwise."""
+    n, npos = patches.shape
+    if n <= 18:
+        return np.zeros((1, npos), dtype=np.int32)
+    counts = np.zeros((words.shape[0], npos), dtype=np.int32)
+    for o in range(words.shape[0]):
+        for k in range(0, n - 18, 9):
+            for p in range(npos):
+                for j in range(9):
+                    counts[o, p] += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
+    return counts
+
+
+# The epilogues: what output (o, p) gets from its integer sum s. Each runs the
+# float model's float32 operations in its order (no fastmath, so no FMA
+# contraction): the outputs are the float model's bits.
+
+@njit(cache=True)
+def _put_sum(o, p, s, out):
+    out[o, p] = s
+
+
+@njit(cache=True)
+def _put_hardtanh(o, p, s, affine, res, out, next_bits):
+    """out = hardtanh(bn(float32(s) * alpha) + res); sign(out) into next_bits."""
+    v = np.float32(s) * affine[0, o]
+    v = v * affine[1, o] + affine[2, o]
+    v = v + res[o, p]  # a zero plane where option A pads: + 0.0 turns -0.0 into +0.0, as np.pad
+    v = min(max(v, np.float32(-1)), np.float32(1))
+    out[o, p] = v
+    next_bits[o // 32, p] |= np.uint32(v >= np.float32(0)) << np.uint32(o % 32)
+
+
+@njit(cache=True)
+def _put_rprelu(o, p, s, affine, res, out):
+    """out = rprelu(bn(alpha * s) + res): the alpha multiply as channel_affine(s,
+    alpha, 0), batch norm, the residual add, then functional.rprelu."""
+    one, zero = np.float32(1), np.float32(0)
+    v = np.float32(s) * affine[0, o] + zero
+    v = (v * affine[1, o] + affine[2, o]) + res[o, p]
+    v = v * one + affine[3, o]
+    out[o, p] = (v if v > zero else affine[4, o] * v) * one + affine[5, o]
+
+
+# The convs proper, one per epilogue: per output channel one loop over the
+# positions. The loop over the words inside has a constant trip count (6, 9
+# or 18: one branch each), so LLVM unrolls it and vectorizes over positions;
+# everything is indexed from the 2-D arrays: a view per channel costs two
+# atomic reference-count updates, as much as an 8x8 channel's whole loop
+# (measured). Epilogue parameters: float32 (rows, C_out); res float32
+# (C_out, positions).
+
+@njit(cache=True)
+def _sums_conv(patches, words, bias, out):
+    """out int32 (C_out, positions) = bias - 2 * mismatches."""
+    n, two = patches.shape[0], np.int32(2)
+    head = _head_counts(patches, words)
+    for o in range(words.shape[0]):
+        if n == 6:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(6):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
+        elif n == 9:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(9):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
+        else:
+            h, k = (o if n > 18 else 0), n - 18
+            for p in range(out.shape[1]):
+                m = head[h, p]
+                for j in range(18):
+                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
+                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
+
+
+@njit(cache=True)
+def _hardtanh_conv(patches, words, bias, affine, res, out, next_bits):
+    """out (C_out, positions) = hardtanh(bn(alpha * s) + res); sign(out) into next_bits."""
+    n, two = patches.shape[0], np.int32(2)
+    head = _head_counts(patches, words)
+    for o in range(words.shape[0]):
+        if n == 6:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(6):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
+        elif n == 9:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(9):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
+        else:
+            h, k = (o if n > 18 else 0), n - 18
+            for p in range(out.shape[1]):
+                m = head[h, p]
+                for j in range(18):
+                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
+                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
+
+
+@njit(cache=True)
+def _rprelu_conv(patches, words, bias, affine, res, out):
+    """out (C_out, positions) = rprelu(bn(alpha * s) + res)."""
+    n, two = patches.shape[0], np.int32(2)
+    head = _head_counts(patches, words)
+    for o in range(words.shape[0]):
+        if n == 6:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(6):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
+        elif n == 9:
+            for p in range(out.shape[1]):
+                m = np.int32(0)
+                for j in range(9):
+                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
+                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
+        else:
+            h, k = (o if n > 18 else 0), n - 18
+            for p in range(out.shape[1]):
+                m = head[h, p]
+                for j in range(18):
+                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
+                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
+
+
 @njit(parallel=True, cache=True)
-def _bnn_kernel(a, wt, c_in, stride, ho, wo):
-    n, h, w, nw = a.shape
-    c_out = wt.shape[3]
-    out = np.empty((n, c_out, ho, wo), dtype=np.int32)
-    for task in prange(n * ho):
-        b = task // ho
-        y = task % ho
-        cnt = np.zeros((wo, c_out), dtype=np.int32)
-        for x in range(wo):
-            valid = 0
-            for dy in range(3):
-                iy = y * stride + dy - 1
-                if iy < 0 or iy >= h:
-                    continue
-                for dx in range(3):
-                    ix = x * stride + dx - 1
-                    if ix < 0 or ix >= w:
-                        continue
-                    valid += 1
-                    for k in range(nw):
-                        aw = a[b, iy, ix, k]
-                        # contiguous over o: LLVM vectorizes the XOR-popcount (int32
-                        # cast: int32 + uint64 would promote to float64 in numba)
-                        for o in range(c_out):
-                            cnt[x, o] += np.int32(_popcount(aw ^ wt[dy, dx, k, o]))
-            for o in range(c_out):
-                out[b, o, y, x] = valid * c_in - 2 * cnt[x, o]
+def _conv_sums_floats(x, shift, words, bias, h, w, stride, field, taps_per_word, channel_words):
+    """int32 sums (N, C_out, Ho * Wo) of float32 x (N, C, H * W) by sign(x + shift)."""
+    n = x.shape[0]
+    npos = bias.shape[1]
+    out = np.empty((n, words.shape[0], npos), dtype=np.int32)
+    for b in prange(n):
+        bits = np.empty((channel_words, h * w), dtype=np.uint32)
+        _pack_image(x[b], shift, bits)
+        patches = np.empty((words.shape[1], npos), dtype=np.uint32)
+        _patch_image(bits, h, w, stride, field, taps_per_word, patches)
+        _sums_conv(patches, words, bias, out[b])
     return out
 
 
-def bnn_conv3x3_packed(a_packed, w_packed, c_in, stride=1):
+@njit(parallel=True, cache=True)
+def _conv_sums_bits(bits, words, bias, h, w, stride, field, taps_per_word):
+    """int32 sums (N, C_out, Ho * Wo) of activation bits (N, channel_words, H * W)."""
+    n = bits.shape[0]
+    npos = bias.shape[1]
+    out = np.empty((n, words.shape[0], npos), dtype=np.int32)
+    for b in prange(n):
+        patches = np.empty((words.shape[1], npos), dtype=np.uint32)
+        _patch_image(bits[b], h, w, stride, field, taps_per_word, patches)
+        _sums_conv(patches, words, bias, out[b])
+    return out
+
+
+def conv3x3_sums(x, conv, shift=None):
+    """Integer sums int32 (N, C_out, Ho, Wo) of conv(sign(x + shift), B) for float32
+    x (N, C_in, H, W), sign, packing and popcount fused; ``shift`` per input
+    channel (ReActNet's move0) or None; ``conv`` a :class:`PackedConv`."""
+    x = _check_input(x, conv)
+    field, taps = conv.layout
+    out = _conv_sums_floats(x.reshape(len(x), conv.c_in, -1), _channel_shift(shift, conv.c_in),
+                            conv.words, conv.bias, conv.height, conv.width, conv.stride, field,
+                            taps, patch_layout(conv.c_in)[2])
+    return out.reshape((len(x), conv.c_out) + conv.out_size)
+
+
+def bnn_conv3x3_packed(a_packed, conv):
     """Integer sums int32 (N, C_out, Ho, Wo) from channel-packed activations
-    (N, H, W, words) and weights (C_out, 3, 3, words), both uint64."""
-    stride = check_stride(stride)
-    for name, arr in (("a_packed", a_packed), ("w_packed", w_packed)):
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64 or arr.ndim != 4:
-            raise ValueError(f"{name} must be a 4-D uint64 array, found "
-                             f"{getattr(arr, 'dtype', type(arr))} {np.shape(arr)}")
-        if arr.shape[-1] != num_words(c_in):
-            raise ValueError(f"{name} must hold {num_words(c_in)} words for c_in={c_in}, "
-                             f"found {arr.shape[-1]}")
-    if w_packed.shape[1:3] != (3, 3):
-        raise ValueError(f"w_packed must be (C_out, 3, 3, words), found {w_packed.shape}")
-    n, h, w, _ = a_packed.shape
-    # Output channels innermost so the popcount loop runs over contiguous words.
-    wt = np.ascontiguousarray(w_packed.transpose(1, 2, 3, 0))
-    return _bnn_kernel(np.ascontiguousarray(a_packed), wt, int(c_in), stride,
-                       output_size(h, stride), output_size(w, stride))
+    uint64 (N, H, W, words) (bitpack.pack_activations) and a :class:`PackedConv`."""
+    words = num_words(conv.c_in)
+    if (not isinstance(a_packed, np.ndarray) or a_packed.dtype != np.uint64
+            or a_packed.shape[1:] != (conv.height, conv.width, words) or len(a_packed) == 0):
+        raise ValueError(f"a_packed must be uint64 (N, {conv.height}, {conv.width}, {words}) for "
+                         f"c_in={conv.c_in}, found {getattr(a_packed, 'dtype', type(a_packed))} "
+                         f"{np.shape(a_packed)}")
+    n = len(a_packed)
+    field, taps = conv.layout
+    # little-endian: the uint32 halves of word k hold channels 64k.. and 64k + 32..
+    halves = np.ascontiguousarray(a_packed).view("<u4")[..., :patch_layout(conv.c_in)[2]]
+    bits = np.ascontiguousarray(halves.reshape(n, conv.height * conv.width, -1).transpose(0, 2, 1))
+    out = _conv_sums_bits(bits, conv.words, conv.bias, conv.height, conv.width, conv.stride,
+                          field, taps)
+    return out.reshape((n, conv.c_out) + conv.out_size)
 
 
 def bnn_conv3x3(a, kernel_codes, stride=1):
@@ -111,7 +380,108 @@ def bnn_conv3x3(a, kernel_codes, stride=1):
     a = _check_signs(a)
     codes = check_codes(kernel_codes, "kernel_codes", 2)
     _check_channels(a, codes.shape[1], "kernel_codes")
-    return bnn_conv3x3_packed(pack_activations(a), pack_weights(codes), a.shape[1], stride)
+    return bnn_conv3x3_packed(pack_activations(a), pack_conv(codes, a.shape[2], a.shape[3], stride))
+
+
+# ------------------------------------------------------------ fused blocks
+
+# A whole residual block per image: the binary convs above with the float
+# steps around them (the _put_* epilogues) in the same passes.
+
+@njit(parallel=True, cache=True)
+def _hardtanh_block(x, words1, bias1, affine1, words2, bias2, affine2, h, w, stride, pad_lo,
+                    field1, taps1, field2, taps2):
+    n, c_in, hw = x.shape
+    c_out = words1.shape[0]
+    npos = bias1.shape[1]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    no_shift = np.zeros(c_in, dtype=np.float32)
+    out = np.empty((n, c_out, npos), dtype=np.float32)
+    for b in prange(n):
+        bits = np.empty(((c_in + 31) // 32, hw), dtype=np.uint32)
+        _pack_image(x[b], no_shift, bits)
+        patches = np.empty((words1.shape[1], npos), dtype=np.uint32)
+        _patch_image(bits, h, w, stride, field1, taps1, patches)
+        shortcut = x[b]
+        if stride > 1 or pad_lo > 0 or c_in != c_out:
+            # option A: every stride-th pixel into channels pad_lo.., zeros elsewhere
+            shortcut = np.zeros((c_out, npos), dtype=np.float32)
+            for i in range(max(0, -pad_lo), min(c_in, c_out - pad_lo)):
+                for y in range(ho):
+                    for z in range(wo):
+                        shortcut[pad_lo + i, y * wo + z] = x[b, i, stride * (y * w + z)]
+        hidden = np.empty((c_out, npos), dtype=np.float32)
+        mid = np.zeros(((c_out + 31) // 32, npos), dtype=np.uint32)  # sign(hidden): conv2's input
+        _hardtanh_conv(patches, words1, bias1, affine1, shortcut, hidden, mid)
+        patches = np.empty((words2.shape[1], npos), dtype=np.uint32)
+        _patch_image(mid, ho, wo, 1, field2, taps2, patches)
+        spare = np.zeros_like(mid)  # the signs of the block's output: the next block packs its own
+        _hardtanh_conv(patches, words2, bias2, affine2, hidden, out[b], spare)
+    return out
+
+
+def hardtanh_block(x, conv1, affine1, conv2, affine2, pad_lo=0):
+    """The binary-activation basic block in one fused pass per image:
+
+        h = hardtanh(bn1(alpha1 * conv1(sign(x))) + shortcut(x))
+        out = hardtanh(bn2(alpha2 * conv2(sign(h))) + h)
+
+    x float32 (N, C_in, H, W); conv1, conv2 :class:`PackedConv`; affine1,
+    affine2 float32 (3, C_out) rows alpha, bn scale, bn shift; the option-A
+    shortcut takes every stride-th pixel into channels pad_lo .. pad_lo + C_in - 1
+    (stride 1, pad_lo 0: the identity). Returns float32 (N, C_out, Ho, Wo).
+    """
+    x = _check_input(x, conv1)
+    ho, wo = conv1.out_size
+    if not 0 <= pad_lo < conv1.c_out:
+        raise ValueError(f"pad_lo must lie in [0, {conv1.c_out}), found {pad_lo}")
+    if (conv2.c_in, conv2.c_out, conv2.height, conv2.width, conv2.stride) != (
+            conv1.c_out, conv1.c_out, ho, wo, 1):
+        raise ValueError(f"conv2 must be a stride-1 conv from {conv1.c_out} to {conv1.c_out} "
+                         f"channels on {ho} x {wo}, found {conv2.c_in} to {conv2.c_out} on "
+                         f"{conv2.height} x {conv2.width}, stride {conv2.stride}")
+    out = _hardtanh_block(x.reshape(len(x), conv1.c_in, -1), conv1.words, conv1.bias,
+                          _check_affine(affine1, conv1.c_out, "affine1"), conv2.words, conv2.bias,
+                          _check_affine(affine2, conv1.c_out, "affine2"), conv1.height,
+                          conv1.width, conv1.stride, int(pad_lo), *conv1.layout, *conv2.layout)
+    return out.reshape((len(x), conv1.c_out, ho, wo))
+
+
+@njit(parallel=True, cache=True)
+def _rprelu_block(x, shift, words, bias, affine, res, h, w, stride, field, taps):
+    n, c_in, hw = x.shape
+    npos = bias.shape[1]
+    out = np.empty((n, words.shape[0], npos), dtype=np.float32)
+    for b in prange(n):
+        bits = np.empty(((c_in + 31) // 32, hw), dtype=np.uint32)
+        _pack_image(x[b], shift, bits)
+        patches = np.empty((words.shape[1], npos), dtype=np.uint32)
+        _patch_image(bits, h, w, stride, field, taps, patches)
+        _rprelu_conv(patches, words, bias, affine, res[b], out[b])
+    return out
+
+
+def rprelu_block(x, shift, conv, affine, res):
+    """ReActNet's block in one fused pass per image:
+
+        out = rprelu(bn(alpha * conv(sign(x + shift))) + res)
+
+    x float32 (N, C_in, H, W); shift float32 (C_in,) (move0); ``conv`` a
+    :class:`PackedConv`; affine float32 (6, C_out) rows alpha, bn scale, bn
+    shift, move1, PReLU slope, move2; res float32 (N, C_out, Ho, Wo), the
+    shortcut. Returns float32 (N, C_out, Ho, Wo).
+    """
+    x = _check_input(x, conv)
+    ho, wo = conv.out_size
+    res = np.asarray(res)
+    if res.dtype != np.float32 or res.shape != (len(x), conv.c_out, ho, wo):
+        raise ValueError(f"res must be float32 {(len(x), conv.c_out, ho, wo)}, found "
+                         f"{res.dtype} {res.shape}")
+    out = _rprelu_block(x.reshape(len(x), conv.c_in, -1), _channel_shift(shift, conv.c_in),
+                        conv.words, conv.bias, _check_affine(affine, conv.c_out, "affine", rows=6),
+                        np.ascontiguousarray(res).reshape(len(x), conv.c_out, -1),
+                        conv.height, conv.width, conv.stride, *conv.layout)
+    return out.reshape((len(x), conv.c_out, ho, wo))
 
 
 # ------------------------------------------------------------ SNN W/A1
@@ -348,6 +718,32 @@ def _check_float32(x, name):
     if x.dtype != np.float32:
         raise ValueError(f"{name} must be float32, found dtype {x.dtype}")
     return x
+
+
+def _check_input(x, conv):
+    """float32 (N, c_in, height, width) input of a PackedConv, C-contiguous."""
+    x = _check_float32(x, "x")
+    if x.shape[1:] != (conv.c_in, conv.height, conv.width):
+        raise ValueError(f"x must be (N, {conv.c_in}, {conv.height}, {conv.width}) for this conv, "
+                         f"found {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _channel_shift(shift, c_in):
+    if shift is None:
+        return np.zeros(c_in, np.float32)
+    shift = np.asarray(shift)
+    if shift.dtype != np.float32 or shift.shape != (c_in,):
+        raise ValueError(f"shift must be float32 ({c_in},), found {shift.dtype} {shift.shape}")
+    return np.ascontiguousarray(shift)
+
+
+def _check_affine(affine, c_out, name, rows=3):
+    affine = np.asarray(affine)
+    if affine.dtype != np.float32 or affine.shape != (rows, c_out):
+        raise ValueError(f"{name} must be float32 ({rows}, {c_out}), found {affine.dtype} "
+                         f"{affine.shape}")
+    return np.ascontiguousarray(affine)
 
 
 def _check_channels(a, c_in, name):

@@ -72,6 +72,37 @@ def test_patch_codes_and_masks_match_padded_windows(seed, c, h, w, stride):
             np.testing.assert_array_equal(codes[:, :, y, x], kernels_to_codes(win) & mask)
 
 
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), c_out=st.integers(1, 5), c_in=st.integers(1, 130))
+def test_patch_weights_bit_order(seed, c_out, c_in):
+    codes = np.random.default_rng(seed).integers(0, 512, (c_out, c_in)).astype(np.uint16)
+    field, taps, channel_words, words = bitpack.patch_layout(c_in)
+    assert field >= c_in and field * taps <= 32 * channel_words and taps * field <= max(32, field)
+    assert words == -(-9 // taps) * channel_words
+    packed = bitpack.pack_patch_weights(codes)
+    assert packed.dtype == np.uint32 and packed.shape == (c_out, words)
+    # documented order: tap t, channel c -> word (t // taps) * channel_words + c // 32,
+    # bit (t % taps) * field + c % 32; every other bit 0
+    rebuilt = np.zeros_like(packed)
+    for t in range(9):
+        for c in range(c_in):
+            word = (t // taps) * channel_words + c // 32
+            bit = np.uint32((t % taps) * field + c % 32)
+            on = (packed[:, word] >> bit) & np.uint32(1)
+            np.testing.assert_array_equal(on, (codes[:, c] >> t) & 1)
+            rebuilt[:, word] |= on << bit
+    np.testing.assert_array_equal(rebuilt, packed)
+
+
+def test_patch_layout_fills_the_words():
+    assert bitpack.patch_layout(16) == (16, 2, 1, 5)  # 144 of 160 bits
+    assert bitpack.patch_layout(32) == (32, 1, 1, 9)
+    assert bitpack.patch_layout(64) == (64, 1, 2, 18)
+    assert bitpack.patch_layout(3) == (4, 8, 1, 2)
+    with pytest.raises(ValueError, match="c_in must be positive"):
+        bitpack.patch_layout(0)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="only -1 and \\+1"):
         bitpack.pack_activations(np.zeros((1, 1, 2, 2), np.int8))
