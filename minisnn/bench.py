@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m minisnn.bench {train,kernels,rtl} [--json]``.
+"""Benchmarks: ``python -m minisnn.bench {train,kernels,infer,rtl} [--json]``.
 
 Figures are medians over repeated runs inside one process; quote ratios
 measured in one run, absolute times drift between machines and loads.
@@ -210,6 +210,16 @@ KERNEL_LAYERS = (  # (name, channels, spatial size, uses --large-batch)
     ("resnet20 64->64 8x8", 64, 8, False),
     ("imagenet 256->256 14x14", 256, 14, True),
 )
+# Every binary conv shape of ResNet-20 (and how many of its 18 convs have it),
+# then KERNEL_LAYERS' ImageNet-like layer: (name, c_in, c_out, size, stride, count).
+CONV_SHAPES = (
+    ("layer1 16->16 32x32", 16, 16, 32, 1, 6),
+    ("layer2.0.conv1 16->32 /2", 16, 32, 32, 2, 1),
+    ("layer2 32->32 16x16", 32, 32, 16, 1, 5),
+    ("layer3.0.conv1 32->64 /2", 32, 64, 16, 2, 1),
+    ("layer3 64->64 8x8", 64, 64, 8, 1, 5),
+    ("imagenet 256->256 14x14", 256, 256, 14, 1, None),
+)
 
 
 def _time_into(row, key, fn, repeats):
@@ -230,79 +240,45 @@ def _time_into(row, key, fn, repeats):
     return row[f"{key}_ms"]
 
 
-MODEL_MODES = (("1W/1A", "bnn", None), ("tau=5 W/1A", "snn", 5))  # (name, quant, tau)
-
-
-def _model_throughput(args):
-    """Whole-model images/s of ResNet-20 inference on one batch of --batch
-    random images: the float model in eval mode vs the compiled integer
-    engine (minisnn.compile), medians of --repeats runs timed interleaved so
-    load drift hits both alike; also whether their logits are identical."""
-    import time
-
-    import numpy as np
-
-    from . import models
-    from .compile import compile_model
-
-    x = np.random.default_rng(args.seed).standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
-    result = {}
-    for name, quant, tau in MODEL_MODES:
-        model = models.resnet20(quant, "binary", tau=tau, seed=args.seed).eval()
-        runs = {"float": model.forward, "int": compile_model(model).predict}
-        equal = np.array_equal(runs["float"](x), runs["int"](x))  # also the warm-up
-        times = {key: [] for key in runs}
-        for _ in range(args.repeats):
-            for key, forward in runs.items():
-                start = time.perf_counter()
-                forward(x)
-                times[key].append(time.perf_counter() - start)
-        med = {key: float(np.median(t)) for key, t in times.items()}
-        result[name] = {"batch": args.batch, "float_images_per_s": args.batch / med["float"],
-                        "int_images_per_s": args.batch / med["int"],
-                        "speedup": med["float"] / med["int"],
-                        "speedup_of_fastest": min(times["float"]) / min(times["int"]),
-                        "logits_equal": equal}
-    return result
-
-
-def _bench_kernel_layer(name, channels, size, batch, taus, repeats, rng):
+def _bench_kernel_layer(name, c_in, c_out, size, stride, batch, taus, repeats, rng):
     import numpy as np
 
     from . import bitpack, popcount
-    from .compile import sign_pack, sign_patch_codes
+    from .compile import sign_patch_codes
     from .subbit import codes_to_kernels
 
-    a = rng.choice(np.array([-1, 1], dtype=np.int8), size=(batch, channels, size, size))
-    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
-    codes = rng.integers(0, 512, (channels, channels)).astype(np.uint16)
+    a = rng.choice(np.array([-1, 1], dtype=np.int8), size=(batch, c_in, size, size))
+    x = rng.standard_normal((batch, c_in, size, size)).astype(np.float32)
+    codes = rng.integers(0, 512, (c_out, c_in)).astype(np.uint16)
     weights = codes_to_kernels(codes)
     a_packed = bitpack.pack_activations(a)
-    conv = popcount.pack_conv(codes, size, size)
-    row = {"layer": name, "c_in": channels, "c_out": channels, "size": size, "batch": batch}
-    _time_into(row, "float", lambda: popcount.float_conv3x3(x, weights), repeats)
-    # the engine's fused sign + pack / sign + patch-code passes on real inputs
-    _time_into(row, "pack_activations", lambda: sign_pack(x), repeats)
-    _time_into(row, "patch_codes", lambda: sign_patch_codes(x), repeats)
+    conv = popcount.pack_conv(codes, size, size, stride)
+    row = {"layer": name, "c_in": c_in, "c_out": c_out, "size": size, "stride": stride,
+           "batch": batch}
+    _time_into(row, "float", lambda: popcount.float_conv3x3(x, weights, stride), repeats)
+    # the engine's conv as a block runs it: float32 in, sign + pack + popcount
+    _time_into(row, "engine", lambda: popcount.conv3x3_sums(x, conv), repeats)
     _time_into(row, "bnn", lambda: popcount.bnn_conv3x3_packed(a_packed, conv), repeats)
+    _time_into(row, "patch_codes", lambda: sign_patch_codes(x, stride), repeats)
+    row["engine_speedup"] = row["float_ms"] / row["engine_ms"]
     row["bnn_speedup"] = row["float_ms"] / row["bnn_ms"]
-    patches = bitpack.patch_codes(a)
-    masks = bitpack.tap_masks(size, size)
-    alpha = np.ones(channels, np.float32)
+    patches = bitpack.patch_codes(a, stride)
+    masks = bitpack.tap_masks(size, size, stride)
+    alpha = np.ones(c_out, np.float32)
     row["tau"] = {}
     for tau in taus:
         codebook = rng.choice(512, 2**tau, replace=False).astype(np.uint16)
-        idx = rng.integers(0, 2**tau, (channels, channels))
+        idx = rng.integers(0, 2**tau, (c_out, c_in))
         t = row["tau"][tau] = {}
         snn_ms = _time_into(t, "snn_a1", lambda: popcount.snn_conv3x3_codes(patches, masks,
                                                                             codebook, idx), repeats)
-        real_ms = _time_into(t, "snn_32a", lambda: popcount.snn_conv3x3_real(x, codebook, idx, alpha),
-                             repeats)
+        real_ms = _time_into(t, "snn_32a", lambda: popcount.snn_conv3x3_real(x, codebook, idx,
+                                                                             alpha, stride), repeats)
         t.update({
             "snn_a1_speedup": row["float_ms"] / snn_ms, "snn_a1_vs_bnn": row["bnn_ms"] / snn_ms,
-            "dot_op_ratio": channels / 2**tau,  # BNN Dot9s per SNN Dot9
+            "dot_op_ratio": c_out / 2**tau,  # BNN Dot9s per SNN Dot9
             "snn_32a_speedup": row["float_ms"] / real_ms,
-            "mac_ratio_32a": 9 * channels / (9 * 2**tau + channels),
+            "mac_ratio_32a": 9 * c_out / (9 * 2**tau + c_out),
         })
     return row
 
@@ -311,57 +287,64 @@ def _print_kernel_table(rows):
     def times(d, key):
         return f"{d[key + '_ms']:9.2f}{d[key + '_min_ms']:9.2f}"
 
-    print(f"{'layer':<26}{'kernel':<14}{'med ms':>9}{'min ms':>9}{'x float':>9}{'x BNN':>8}"
-          f"{'op ratio':>10}")
+    print(f"{'layer (convs in ResNet-20)':<31}{'kernel':<14}{'med ms':>9}{'min ms':>9}"
+          f"{'x float':>9}{'x BNN':>8}{'op ratio':>10}")
     for r in rows:
-        print(f"{r['layer']:<26}{'float32':<14}{times(r, 'float')}")
-        print(f"{'  batch %d' % r['batch']:<26}{'pack acts':<14}{times(r, 'pack_activations')}")
-        print(f"{'':<26}{'patch codes':<14}{times(r, 'patch_codes')}")
-        print(f"{'':<26}{'BNN W1/A1':<14}{times(r, 'bnn')}{r['bnn_speedup']:9.2f}")
+        count = f" ({r['count']})" if r.get("count") else ""
+        print(f"{r['layer'] + count:<31}{'float32':<14}{times(r, 'float')}")
+        print(f"{'  batch %d' % r['batch']:<31}{'engine conv':<14}{times(r, 'engine')}"
+              f"{r['engine_speedup']:9.2f}")
+        print(f"{'':<31}{'BNN W1/A1':<14}{times(r, 'bnn')}{r['bnn_speedup']:9.2f}")
+        print(f"{'':<31}{'patch codes':<14}{times(r, 'patch_codes')}")
         for tau, t in r["tau"].items():
-            print(f"{'':<26}{'SNN A1 t=%d' % tau:<14}{times(t, 'snn_a1')}{t['snn_a1_speedup']:9.2f}"
+            print(f"{'':<31}{'SNN A1 t=%d' % tau:<14}{times(t, 'snn_a1')}{t['snn_a1_speedup']:9.2f}"
                   f"{t['snn_a1_vs_bnn']:8.2f}{t['dot_op_ratio']:10.2f}")
-            print(f"{'':<26}{'SNN 32A t=%d' % tau:<14}{times(t, 'snn_32a')}{t['snn_32a_speedup']:9.2f}"
-                  f"{'':>8}{t['mac_ratio_32a']:10.2f}")
-    print("x float / x BNN: speed-up (ratio of medians); op ratio: BNN/SNN Dot9 count (A1) or "
-          "float/SNN MAC count (32A). BNN and SNN A1 run on pre-packed inputs (pack acts / "
-          "patch codes, the engine's fused passes from float32, timed apart).")
+            print(f"{'':<31}{'SNN 32A t=%d' % tau:<14}{times(t, 'snn_32a')}"
+                  f"{t['snn_32a_speedup']:9.2f}{'':>8}{t['mac_ratio_32a']:10.2f}")
+    print("engine conv: what the integer engine runs per conv (sign, packing and XNOR-popcount "
+          "from float32 to int32 sums; sub-bit layers run it on their decoded kernels). BNN W1/A1: "
+          "the same on pre-packed bits. SNN A1: the paper's Dot9-table kernel on pre-made patch "
+          "codes (patch codes: that pass). x float / x BNN: ratio of medians; op ratio: BNN/SNN "
+          "Dot9 count (A1) or float/SNN MAC count (32A).")
+
+
+def _set_threads(threads):
+    """BLAS, OpenMP and the numba kernels on ``threads`` cores (0: all); must run
+    before numpy and numba load."""
+    import os
+
+    if not threads:
+        return
+    if "numpy" in sys.modules or "numba" in sys.modules:
+        raise ValueError("--threads must take effect before numpy/numba load; "
+                         "they were already imported")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(threads)
 
 
 def _run_kernels(args):
-    import os
-
-    if args.threads:
-        if "numpy" in sys.modules or "numba" in sys.modules:
-            raise ValueError("--threads must take effect before numpy/numba load; "
-                             "they were already imported")
-        # BLAS (float reference) and numba kernels on the same number of cores
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
+    _set_threads(args.threads)
     import numba
     import numpy as np
 
     rng = np.random.default_rng(args.seed)
-    rows = [_bench_kernel_layer(name, channels, size, args.large_batch if large else args.batch,
-                                args.taus, args.repeats, rng)
-            for name, channels, size, large in KERNEL_LAYERS]
-    throughput = _model_throughput(args)
+    rows = []
+    for name, c_in, c_out, size, stride, count in CONV_SHAPES:
+        batch = args.batch if count else args.large_batch
+        rows.append(_bench_kernel_layer(name, c_in, c_out, size, stride, batch, args.taus,
+                                        args.repeats, rng))
+        rows[-1]["count"] = count
     if not args.json:
         _print_kernel_table(rows)
-        for name, r in throughput.items():
-            print(f"ResNet-20 {name} batch {r['batch']}: float {r['float_images_per_s']:.0f} "
-                  f"images/s, integer {r['int_images_per_s']:.0f} images/s, x{r['speedup']:.2f} "
-                  f"(fastest runs x{r['speedup_of_fastest']:.2f}), logits equal: {r['logits_equal']}")
-    return {"layers": rows, "repeats": args.repeats, "numba_threads": numba.get_num_threads(),
-            "model_images_per_s": throughput}
+    return {"layers": rows, "repeats": args.repeats, "numba_threads": numba.get_num_threads()}
 
 
 def _register_kernels(sub):
-    p = sub.add_parser("kernels", help="popcount kernels vs the float32 conv",
-                       description="Median times of the float32 im2col conv, the BNN "
-                                   "XNOR-popcount kernel and the sub-bit W/A1 and W/32A "
-                                   "kernels on ResNet-20 and ImageNet-like layer shapes.")
+    p = sub.add_parser("kernels", help="popcount kernels vs the float32 conv, per layer",
+                       description="Median times of the float32 im2col conv, the integer "
+                                   "engine's conv, the BNN XNOR-popcount kernel and the sub-bit "
+                                   "W/A1 (Dot9 table) and W/32A kernels on every ResNet-20 conv "
+                                   "shape and an ImageNet-like layer.")
     p.add_argument("--batch", type=int, default=128, help="batch for the ResNet-20 layers")
     p.add_argument("--large-batch", type=int, default=16, help="batch for the 256-channel layer")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per kernel (median)")
@@ -371,6 +354,125 @@ def _register_kernels(sub):
                    help="threads for BLAS and the numba kernels alike (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "kernels", _run_kernels
+
+# ------------------------------------------------------------------- infer
+
+MODEL_MODES = (("1W/1A", "bnn", None), ("tau=5 W/1A", "snn", 5))  # (name, quant, tau)
+
+
+def _torch_resnet20_eval(seed):
+    """PyTorch's float ResNet-20 (option-A shortcuts, as minisnn's fp model) in
+    eval mode, or None without torch. For comparison only: torch is not a
+    dependency of minisnn."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.stride, self.pad = stride, (c_out - c_in) // 2
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            short = x[:, :, ::self.stride, ::self.stride]
+            if self.pad:
+                short = nn.functional.pad(short, (0, 0, 0, 0, self.pad, self.pad))
+            return torch.relu(out + short)
+
+    torch.manual_seed(seed)
+    layers, c_in = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for s, width in enumerate((16, 32, 64)):
+        for b in range(3):
+            layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
+            c_in = width
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+
+    def forward(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+    return forward
+
+
+def _run_infer(args):
+    """Whole-model ResNet-20 inference on one batch of --batch random images:
+    PyTorch's float model in eval mode (when torch is importable), minisnn's
+    float fp model, and per binary mode the float model's eval forward and the
+    compiled integer engine (minisnn.compile), whose logits must equal the
+    float model's. Medians of --repeats runs, all timed interleaved so load
+    drift hits every row alike; 'x PyTorch' = PyTorch's median time / this
+    row's."""
+    _set_threads(args.threads)
+    import time
+
+    import numba
+    import numpy as np
+
+    from . import models
+    from .compile import compile_model
+
+    x = np.random.default_rng(args.seed).standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    runs, equal = {}, {}
+    torch_forward = _torch_resnet20_eval(args.seed)
+    if torch_forward is None:
+        print("PyTorch not importable: no PyTorch row (pip install torch to compare)",
+              file=sys.stderr)
+    else:
+        import torch
+        torch.set_num_threads(numba.get_num_threads())
+        runs["PyTorch fp"] = torch_forward
+    runs["minisnn fp"] = models.resnet20("fp", "real", seed=args.seed).eval().forward
+    for name, quant, tau in MODEL_MODES:
+        model = models.resnet20(quant, "binary", tau=tau, seed=args.seed).eval()
+        runs[f"{name} float"] = model.forward
+        runs[f"{name} integer"] = compile_model(model).predict
+        equal[f"{name} integer"] = bool(np.array_equal(model.forward(x), runs[f"{name} integer"](x)))
+    times = {key: [] for key in runs}
+    for forward in runs.values():
+        forward(x)  # warm-up: numba compilation, first allocations
+    for _ in range(args.repeats):
+        for key, forward in runs.items():
+            start = time.perf_counter()
+            forward(x)
+            times[key].append(time.perf_counter() - start)
+    rows = []
+    for key, t in times.items():
+        med = float(np.median(t))
+        rows.append({"model": key, "ms": 1e3 * med, "min_ms": 1e3 * min(t),
+                     "images_per_s": args.batch / med, "logits_equal_float": equal.get(key)})
+    torch_row = next((r for r in rows if r["model"] == "PyTorch fp"), None)
+    for r in rows:
+        r["vs_pytorch"] = torch_row["ms"] / r["ms"] if torch_row else None
+    result = {"batch": args.batch, "repeats": args.repeats, "threads": numba.get_num_threads(),
+              "rows": rows}
+    if not args.json:
+        print(f"ResNet-20 inference, batch {args.batch}, {result['threads']} threads, median of "
+              f"{args.repeats} (interleaved)")
+        print(f"{'model':<22}{'ms':>8}{'min ms':>8}{'img/s':>8}{'x PyTorch':>11}  logits = float")
+        for r in rows:
+            vs = "-" if r["vs_pytorch"] is None else f"{r['vs_pytorch']:.2f}"
+            eq = "" if r["logits_equal_float"] is None else str(r["logits_equal_float"])
+            print(f"{r['model']:<22}{r['ms']:8.2f}{r['min_ms']:8.2f}{r['images_per_s']:8.0f}"
+                  f"{vs:>11}  {eq}")
+    return result
+
+
+def _register_infer(sub):
+    p = sub.add_parser("infer", help="ResNet-20 inference: PyTorch, float and integer engine",
+                       description=_run_infer.__doc__)
+    p.add_argument("--batch", type=int, default=128, help="images per forward")
+    p.add_argument("--repeats", type=int, default=15, help="timed forwards per model (median)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the models and random batch")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for PyTorch, BLAS and the numba kernels alike (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    return "infer", _run_infer
 
 # --------------------------------------------------------------------- rtl
 
@@ -431,7 +533,7 @@ def _register_rtl(sub):
     return "rtl", _run_rtl
 
 # Each entry adds its subparser and returns (name, run(args) -> JSON-able result).
-REGISTRY = [_register_train, _register_kernels, _register_rtl]
+REGISTRY = [_register_train, _register_kernels, _register_infer, _register_rtl]
 
 if __name__ == "__main__":
     main()

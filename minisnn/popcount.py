@@ -30,7 +30,7 @@ processes.
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange, types
+from numba import literally, njit, prange, types
 from numba.extending import intrinsic
 
 from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_size,
@@ -197,22 +197,18 @@ def _head_counts(patches, words):
 
 # The epilogues: what output (o, p) gets from its integer sum s. Each runs the
 # float model's float32 operations in its order (no fastmath, so no FMA
-# contraction): the outputs are the float model's bits.
-
-@njit(cache=True)
-def _put_sum(o, p, s, out):
-    out[o, p] = s
+# contraction): the outputs are the float model's bits. Parameters: float32
+# (rows, C_out); res float32 (C_out, positions).
+SUMS, HARDTANH, RPRELU = 0, 1, 2
 
 
 @njit(cache=True)
-def _put_hardtanh(o, p, s, affine, res, out, next_bits):
-    """out = hardtanh(bn(float32(s) * alpha) + res); sign(out) into next_bits."""
+def _put_hardtanh(o, p, s, affine, res, out):
+    """out = hardtanh(bn(float32(s) * alpha) + res)."""
     v = np.float32(s) * affine[0, o]
     v = v * affine[1, o] + affine[2, o]
     v = v + res[o, p]  # a zero plane where option A pads: + 0.0 turns -0.0 into +0.0, as np.pad
-    v = min(max(v, np.float32(-1)), np.float32(1))
-    out[o, p] = v
-    next_bits[o // 32, p] |= np.uint32(v >= np.float32(0)) << np.uint32(o % 32)
+    out[o, p] = min(max(v, np.float32(-1)), np.float32(1))
 
 
 @njit(cache=True)
@@ -226,93 +222,48 @@ def _put_rprelu(o, p, s, affine, res, out):
     out[o, p] = (v if v > zero else affine[4, o] * v) * one + affine[5, o]
 
 
-# The convs proper, one per epilogue: per output channel one loop over the
-# positions. The loop over the words inside has a constant trip count (6, 9
-# or 18: one branch each), so LLVM unrolls it and vectorizes over positions;
-# everything is indexed from the 2-D arrays: a view per channel costs two
-# atomic reference-count updates, as much as an 8x8 channel's whole loop
-# (measured). Epilogue parameters: float32 (rows, C_out); res float32
-# (C_out, positions).
-
 @njit(cache=True)
-def _sums_conv(patches, words, bias, out):
-    """out int32 (C_out, positions) = bias - 2 * mismatches."""
-    n, two = patches.shape[0], np.int32(2)
-    head = _head_counts(patches, words)
+def _conv_tail(epilogue, n_words, patches, words, bias, head, affine, res, out):
+    """The conv over one image's positions: per output channel one loop that adds
+    head + the mismatches in the last n_words patch words and runs the epilogue
+    (SUMS: out = s, HARDTANH, RPRELU). Both are compile-time constants: the word
+    loop unrolls so the position loop vectorizes, and the other epilogues are
+    pruned. Everything is indexed from the 2-D arrays: a view per channel costs
+    two atomic reference-count updates, as much as an 8x8 channel (measured).
+    The next conv's sign bits are packed apart (_pack_image): OR-ing them in
+    here chains every channel's stores to the next one's loads (2x slower)."""
+    literally(epilogue)
+    literally(n_words)
+    k0 = patches.shape[0] - n_words
+    two = np.int32(2)
     for o in range(words.shape[0]):
-        if n == 6:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(6):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
-        elif n == 9:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(9):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
-        else:
-            h, k = (o if n > 18 else 0), n - 18
-            for p in range(out.shape[1]):
-                m = head[h, p]
-                for j in range(18):
-                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
-                _put_sum(o, p, np.int32(bias[o, p] - two * m), out)
+        h = o if head.shape[0] > 1 else 0
+        for p in range(out.shape[1]):
+            m = head[h, p]
+            for j in range(n_words):
+                m += np.int32(_popcount(patches[k0 + j, p] ^ words[o, k0 + j]))
+            s = np.int32(bias[o, p] - two * m)
+            if epilogue == SUMS:
+                out[o, p] = s
+            elif epilogue == HARDTANH:
+                _put_hardtanh(o, p, s, affine, res, out)
+            else:
+                _put_rprelu(o, p, s, affine, res, out)
 
 
 @njit(cache=True)
-def _hardtanh_conv(patches, words, bias, affine, res, out, next_bits):
-    """out (C_out, positions) = hardtanh(bn(alpha * s) + res); sign(out) into next_bits."""
-    n, two = patches.shape[0], np.int32(2)
+def _conv(epilogue, patches, words, bias, affine, res, out):
+    """_conv_tail for this word count: 6, 9 or 18 words in one loop, more (C_in >
+    64) with the head counted first."""
+    literally(epilogue)
+    n = patches.shape[0]
     head = _head_counts(patches, words)
-    for o in range(words.shape[0]):
-        if n == 6:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(6):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
-        elif n == 9:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(9):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
-        else:
-            h, k = (o if n > 18 else 0), n - 18
-            for p in range(out.shape[1]):
-                m = head[h, p]
-                for j in range(18):
-                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
-                _put_hardtanh(o, p, np.int32(bias[o, p] - two * m), affine, res, out, next_bits)
-
-
-@njit(cache=True)
-def _rprelu_conv(patches, words, bias, affine, res, out):
-    """out (C_out, positions) = rprelu(bn(alpha * s) + res)."""
-    n, two = patches.shape[0], np.int32(2)
-    head = _head_counts(patches, words)
-    for o in range(words.shape[0]):
-        if n == 6:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(6):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
-        elif n == 9:
-            for p in range(out.shape[1]):
-                m = np.int32(0)
-                for j in range(9):
-                    m += np.int32(_popcount(patches[j, p] ^ words[o, j]))
-                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
-        else:
-            h, k = (o if n > 18 else 0), n - 18
-            for p in range(out.shape[1]):
-                m = head[h, p]
-                for j in range(18):
-                    m += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
-                _put_rprelu(o, p, np.int32(bias[o, p] - two * m), affine, res, out)
+    if n == 6:
+        _conv_tail(epilogue, 6, patches, words, bias, head, affine, res, out)
+    elif n == 9:
+        _conv_tail(epilogue, 9, patches, words, bias, head, affine, res, out)
+    else:
+        _conv_tail(epilogue, 18, patches, words, bias, head, affine, res, out)
 
 
 @njit(parallel=True, cache=True)
@@ -321,12 +272,13 @@ def _conv_sums_floats(x, shift, words, bias, h, w, stride, field, taps_per_word,
     n = x.shape[0]
     npos = bias.shape[1]
     out = np.empty((n, words.shape[0], npos), dtype=np.int32)
+    unused = np.empty((0, 0), dtype=np.float32)  # what the epilogue does not read
     for b in prange(n):
         bits = np.empty((channel_words, h * w), dtype=np.uint32)
         _pack_image(x[b], shift, bits)
         patches = np.empty((words.shape[1], npos), dtype=np.uint32)
         _patch_image(bits, h, w, stride, field, taps_per_word, patches)
-        _sums_conv(patches, words, bias, out[b])
+        _conv(SUMS, patches, words, bias, unused, unused, out[b])
     return out
 
 
@@ -336,10 +288,11 @@ def _conv_sums_bits(bits, words, bias, h, w, stride, field, taps_per_word):
     n = bits.shape[0]
     npos = bias.shape[1]
     out = np.empty((n, words.shape[0], npos), dtype=np.int32)
+    unused = np.empty((0, 0), dtype=np.float32)  # what the epilogue does not read
     for b in prange(n):
         patches = np.empty((words.shape[1], npos), dtype=np.uint32)
         _patch_image(bits[b], h, w, stride, field, taps_per_word, patches)
-        _sums_conv(patches, words, bias, out[b])
+        _conv(SUMS, patches, words, bias, unused, unused, out[b])
     return out
 
 
@@ -395,7 +348,7 @@ def _hardtanh_block(x, words1, bias1, affine1, words2, bias2, affine2, h, w, str
     c_out = words1.shape[0]
     npos = bias1.shape[1]
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    no_shift = np.zeros(c_in, dtype=np.float32)
+    no_shift = np.zeros(max(c_in, c_out), dtype=np.float32)
     out = np.empty((n, c_out, npos), dtype=np.float32)
     for b in prange(n):
         bits = np.empty(((c_in + 31) // 32, hw), dtype=np.uint32)
@@ -411,12 +364,12 @@ def _hardtanh_block(x, words1, bias1, affine1, words2, bias2, affine2, h, w, str
                     for z in range(wo):
                         shortcut[pad_lo + i, y * wo + z] = x[b, i, stride * (y * w + z)]
         hidden = np.empty((c_out, npos), dtype=np.float32)
-        mid = np.zeros(((c_out + 31) // 32, npos), dtype=np.uint32)  # sign(hidden): conv2's input
-        _hardtanh_conv(patches, words1, bias1, affine1, shortcut, hidden, mid)
+        _conv(HARDTANH, patches, words1, bias1, affine1, shortcut, hidden)
+        bits = np.empty(((c_out + 31) // 32, npos), dtype=np.uint32)
+        _pack_image(hidden, no_shift, bits)
         patches = np.empty((words2.shape[1], npos), dtype=np.uint32)
-        _patch_image(mid, ho, wo, 1, field2, taps2, patches)
-        spare = np.zeros_like(mid)  # the signs of the block's output: the next block packs its own
-        _hardtanh_conv(patches, words2, bias2, affine2, hidden, out[b], spare)
+        _patch_image(bits, ho, wo, 1, field2, taps2, patches)
+        _conv(HARDTANH, patches, words2, bias2, affine2, hidden, out[b])
     return out
 
 
@@ -452,12 +405,13 @@ def _rprelu_block(x, shift, words, bias, affine, res, h, w, stride, field, taps)
     n, c_in, hw = x.shape
     npos = bias.shape[1]
     out = np.empty((n, words.shape[0], npos), dtype=np.float32)
+    unused = np.empty((0, 0), dtype=np.float32)  # what the epilogue does not read
     for b in prange(n):
         bits = np.empty(((c_in + 31) // 32, hw), dtype=np.uint32)
         _pack_image(x[b], shift, bits)
         patches = np.empty((words.shape[1], npos), dtype=np.uint32)
         _patch_image(bits, h, w, stride, field, taps, patches)
-        _rprelu_conv(patches, words, bias, affine, res[b], out[b])
+        _conv(RPRELU, patches, words, bias, affine, res[b], out[b])
     return out
 
 
