@@ -360,10 +360,9 @@ def _register_kernels(sub):
 MODEL_MODES = (("1W/1A", "bnn", None), ("tau=5 W/1A", "snn", 5))  # (name, quant, tau)
 
 
-def _torch_resnet20_eval(seed):
-    """PyTorch's float ResNet-20 (option-A shortcuts, as minisnn's fp model) in
-    eval mode, or None without torch. For comparison only: torch is not a
-    dependency of minisnn."""
+def _torch_resnet20(seed):
+    """PyTorch's float ResNet-20 (option-A shortcuts, as minisnn's fp model), or
+    None without torch. For comparison only: torch is not a dependency of minisnn."""
     try:
         import torch
         from torch import nn
@@ -380,8 +379,9 @@ def _torch_resnet20_eval(seed):
             self.stride, self.pad = stride, (c_out - c_in) // 2
 
         def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            short = x[:, :, ::self.stride, ::self.stride]
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
             if self.pad:
                 short = nn.functional.pad(short, (0, 0, 0, 0, self.pad, self.pad))
             return torch.relu(out + short)
@@ -392,12 +392,7 @@ def _torch_resnet20_eval(seed):
         for b in range(3):
             layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
             c_in = width
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
-
-    def forward(x):
-        with torch.inference_mode():
-            return model(torch.from_numpy(x))
-    return forward
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 
 
 def _run_infer(args):
@@ -419,13 +414,18 @@ def _run_infer(args):
 
     x = np.random.default_rng(args.seed).standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     runs, equal = {}, {}
-    torch_forward = _torch_resnet20_eval(args.seed)
-    if torch_forward is None:
+    torch_model = _torch_resnet20(args.seed)
+    if torch_model is None:
         print("PyTorch not importable: no PyTorch row (pip install torch to compare)",
               file=sys.stderr)
     else:
         import torch
         torch.set_num_threads(numba.get_num_threads())
+        torch_model.eval()
+
+        def torch_forward(x):
+            with torch.inference_mode():
+                return torch_model(torch.from_numpy(x))
         runs["PyTorch fp"] = torch_forward
     runs["minisnn fp"] = models.resnet20("fp", "real", seed=args.seed).eval().forward
     for name, quant, tau in MODEL_MODES:

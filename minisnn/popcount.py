@@ -182,16 +182,21 @@ def _patch_image(bits, h, w, stride, field, taps_per_word, patches):
 @njit(cache=True)
 def _head_counts(patches, words):
     """Mismatches int32 (C_out, positions) in all words but the last 18 (C_in >
-    64); one row of zeros otherwise."""
+    64), 18 words per pass (then 9 if left); one row of zeros otherwise."""
     n, npos = patches.shape
     if n <= 18:
         return np.zeros((1, npos), dtype=np.int32)
     counts = np.zeros((words.shape[0], npos), dtype=np.int32)
     for o in range(words.shape[0]):
-        for k in range(0, n - 18, 9):
+        k = 0
+        while k + 18 <= n - 18:
             for p in range(npos):
-                for j in range(9):
+                for j in range(18):
                     counts[o, p] += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
+            k += 18
+        for p in range(npos if k < n - 18 else 0):
+            for j in range(9):
+                counts[o, p] += np.int32(_popcount(patches[k + j, p] ^ words[o, k + j]))
     return counts
 
 
