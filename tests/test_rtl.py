@@ -147,10 +147,13 @@ def test_require_tool_names_install_command(monkeypatch):
 
 
 def test_rtl_sources_follow_house_style():
+    tb_dir = os.path.join(rtlsim.RTL_DIR, "tb")
     sources = sorted(f for f in os.listdir(rtlsim.RTL_DIR) if f.endswith(".v"))
+    sources += sorted(f"tb/{f}" for f in os.listdir(tb_dir) if f.endswith(".v"))
     assert set(rtlsim.TB_SOURCES) <= set(sources)
-    for name in sources:
-        with open(os.path.join(rtlsim.RTL_DIR, name)) as f:
+    for path in sources:
+        name = os.path.basename(path)
+        with open(os.path.join(rtlsim.RTL_DIR, path)) as f:
             text = f.read()
         lines = [l for l in text.splitlines() if l.strip()]
         assert "`default_nettype none" in lines[:3], name
