@@ -67,18 +67,18 @@ def _popcount(typingctx, x):
 # activations stay in the core's L2 from one conv to the next. Per image:
 # activation bits, flat (channel_words, H * W), channel c in uint32 word
 # c // 32 at bit c % 32; patch words (Ho * Wo positions each) in the layout
-# of bitpack.patch_layout, rounded up to 6, 9 or a multiple of 9 words; then
+# of bitpack.patch_layout, rounded up to 5, 9 or a multiple of 9 words; then
 # per output channel one flat pass over all positions that XORs, popcounts
 # (vpopcntd on AVX-512), adds the counts of all words in registers and runs
 # the epilogue. uint32 words keep the whole pass at 16 lanes (uint64: 8,
-# measured 2x slower); one loop per word count (6, 9, 18: up to 64
+# measured 2x slower); one loop per word count (5, 9, 18: up to 64
 # channels): a loop over the words inside, or a second pass over the
 # positions, costs 2-5x at 8x8 (measured). Above 64 channels, one pass
 # counts all words but the last 18 first.
 # A tap in the zero padding holds 0 in the patch words, so every +1 weight
 # bit there counts as a mismatch: the per-position ``bias`` (PackedConv)
 # takes those back, s = bias - 2 * mismatches.
-WORD_COUNTS = (6, 9)  # else a multiple of 9
+WORD_COUNTS = (5, 9)  # else a multiple of 9
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class PackedConv:
     height: int
     width: int
     stride: int
-    words: np.ndarray  # uint32 (C_out, patch words rounded up to 6, 9 or 9k)
+    words: np.ndarray  # uint32 (C_out, patch words rounded up to 5, 9 or 9k)
     bias: np.ndarray  # int32 (C_out, Ho * Wo): taps inside * c_in + 2 * (+1 weight bits outside)
 
     @property
@@ -258,13 +258,13 @@ def _conv_tail(epilogue, n_words, patches, words, bias, head, affine, res, out):
 
 @njit(cache=True)
 def _conv(epilogue, patches, words, bias, affine, res, out):
-    """_conv_tail for this word count: 6, 9 or 18 words in one loop, more (C_in >
+    """_conv_tail for this word count: 5, 9 or 18 words in one loop, more (C_in >
     64) with the head counted first."""
     literally(epilogue)
     n = patches.shape[0]
     head = _head_counts(patches, words)
-    if n == 6:
-        _conv_tail(epilogue, 6, patches, words, bias, head, affine, res, out)
+    if n == 5:
+        _conv_tail(epilogue, 5, patches, words, bias, head, affine, res, out)
     elif n == 9:
         _conv_tail(epilogue, 9, patches, words, bias, head, affine, res, out)
     else:
