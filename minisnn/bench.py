@@ -476,58 +476,48 @@ def _register_infer(sub):
 
 # --------------------------------------------------------------------- rtl
 
-def _print_rtl_table(rows):
-    print(f"{'layer':<26}{'engine':<10}{'P_DOT':>6}{'sim HxW':>8}{'cycles sim':>11}{'model sim':>10}"
-          f"{'model full':>11}{'w bits':>9}{'cells':>7}{'LUT':>6}{'FF':>6}{'cells*cyc':>11}{'vs BNN':>7}")
-    for r in rows:
-        if r["engine"] == "bnn":
-            base = r.get("cells_x_cycles")
-        ice = r.get("ice40", {})
-        ratio = base / r["cells_x_cycles"] if base and "cells_x_cycles" in r else None
-        print(f"{r['layer']:<26}{r['engine'] + ('' if r['tau'] is None else ' t=%d' % r['tau']):<10}"
-              f"{r['p_dot'] or '-':>6}{'%dx%d' % (r['sim_size'], r['sim_size']):>8}{r['cycles_sim']:>11}"
-              f"{r['cycles_model_sim']:>10}{r['cycles_model_full']:>11}{r['weight_bits']:>9}"
-              f"{r.get('cells', '-'):>7}{ice.get('lut', '-'):>6}{ice.get('ff', '-'):>6}"
-              f"{r.get('cells_x_cycles', '-'):>11}{'%.2f' % ratio if ratio else '-':>7}")
-    print("model full: analytic cycles at the full layer size; it equals the simulation at sim HxW. "
-          "cells (yosys synth), LUT/FF (synth_ice40): engine logic with the memories black-boxed "
-          "(so no BRAM), weights counted in w bits. vs BNN: BNN cells*cycles / this row's.")
+def _print_rtl_table(result):
+    from .rtlsweep import print_table
+    print_table(result)
+    print("cycles: one image at full size (exact cycle model, equal to the simulation at "
+          f"{result['sim_size']}x{result['sim_size']}); LUT/FF/BRAM: ice40 synth_ice40 (the engine in "
+          "rtl/tb/pnr_wrap.v), xilinx synth_xilinx LUT6 (LUTRAM in LUTs, BRAM in RAMB36); MHz: "
+          "nextpnr-ice40 post-route (- where not placed); us = cycles / MHz.")
+    for key, value in result["headline"].items():
+        print(f"{key}: {json.dumps(value)}")
 
 
 def _run_rtl(args):
-    import numpy as np
+    """Simulate (bit-exact, cycle model), synthesize and place the engines; see
+    minisnn/rtlsweep.py. --sweep runs the full grid into rtl/results.json."""
+    import os
 
-    from . import rtlsim
+    from . import rtlsweep
 
-    rng = np.random.default_rng(args.seed)
-    rows = []
-    for name, channels, size, large in KERNEL_LAYERS:
-        if args.layers and not any(key in name for key in args.layers):
-            continue
-        sim_size = min(size, args.large_sim_size) if large else size
-        synth_taus = [] if args.no_synth else args.synth_taus
-        rows += rtlsim.bench_layer(name, channels, size, args.taus, args.lanes, sim_size, rng,
-                                   synth_taus=synth_taus, ice40=not args.no_ice40,
-                                   log=lambda row: print(json.dumps(row), file=sys.stderr, flush=True))
+    if not args.sweep:  # a first look, kept apart from the committed results
+        root = os.path.join("runs", "rtl-quick")
+        args.out, args.cache, args.plots = (os.path.join(root, "results.json"), os.path.join(root, "cache.jsonl"),
+                                            root)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    result = rtlsweep.main_sweep(args, log=lambda line: print(line, file=sys.stderr, flush=True))
     if not args.json:
-        _print_rtl_table(rows)
-    return {"lanes": args.lanes, "rows": rows}
+        _print_rtl_table(result)
+    return result
 
 
 def _register_rtl(sub):
-    p = sub.add_parser("rtl", help="simulated cycles and yosys cells of the Verilog engines",
-                       description="Icarus-simulated cycles (checked against the popcount model "
-                                   "and the analytic cycle model) and yosys cell counts of the "
-                                   "sub-bit and BNN engines in rtl/ on ResNet-20 and ImageNet-like "
-                                   "layer shapes.")
-    p.add_argument("--lanes", type=int, default=8, help="output-channel lanes of both engines")
-    p.add_argument("--taus", type=int, nargs="+", default=[4, 5, 6], help="codebook sizes 2**tau")
-    p.add_argument("--large-sim-size", type=int, default=4,
-                   help="simulated H=W of the 256-channel layer (the full size is reported by the model)")
-    p.add_argument("--layers", nargs="+", help="only layers whose name contains one of these (e.g. 256)")
-    p.add_argument("--synth-taus", type=int, nargs="*", help="SNN taus to synthesize (default: all of --taus)")
-    p.add_argument("--no-synth", action="store_true", help="skip yosys")
-    p.add_argument("--no-ice40", action="store_true", help="skip synth_ice40 (generic synth only)")
+    p = sub.add_parser("rtl", help="simulated, synthesized and placed Verilog engines",
+                       description="The BNN, sub-bit (register or RAM table) and decompress engines of "
+                                   "rtl/: co-simulated at reduced size (bit-exact, cycle model), cycles at "
+                                   "full size, yosys iCE40 and LUT6 counts, nextpnr-ice40 fmax. Without "
+                                   "--sweep: one configuration per engine (tau 5, A 1) into runs/rtl-quick/.")
+    p.add_argument("--sweep", action="store_true",
+                   help="the full grid (engines, tau 4/5/6, A 1/2/4/8, lanes, Dot9 units); resumable, hours")
+    p.add_argument("--out", default="rtl/results.json", help="results JSON (--sweep)")
+    p.add_argument("--cache", default="runs/rtl-sweep/cache.jsonl",
+                   help="one JSON line per measurement; a rerun skips what it holds (--sweep)")
+    p.add_argument("--plots", default="rtl", help="directory of the PNG plots (--sweep)")
+    p.add_argument("--workers", type=int, default=2, help="parallel simulations / syntheses")
     p.add_argument("--seed", type=int, default=0, help="seed of the random layers and images")
     p.add_argument("--json", action="store_true", help="print the result dict as JSON")
     return "rtl", _run_rtl

@@ -2,89 +2,150 @@
 `default_nettype none
 
 /*
- * LANES output-channel accumulators shared by both engines. Each valid
- * cycle adds one signed contribution (a Dot9 result, -9..9) per lane to
- * the accumulators of output-channel group grp (channels grp*LANES + l);
- * the first input channel overwrites instead of adding, so no clear pass
- * is needed. With the last input channel the finished sums leave through
- * the registered output port with their threshold bits
- * (flip ? sum <= thresh : sum >= thresh).
+ * LANES output-channel accumulators, shared by the engines. Lane l of
+ * group grp is output channel grp*LANES + l.
+ *
+ * Each valid cycle adds one unsigned count per lane (Dot9 p values, see
+ * dot9.v), doubled, to the sums of group grp. The first input-channel group
+ * of a position starts from the padding correction instead of the stored
+ * sum, so the correction is applied once per position and no clear pass is
+ * needed:
+ *   sum = -CM * ntaps + 2 * (p_1 + p_2 + ...)      (CM = C_IN * (2^A - 1)).
+ * With the last group the sum is compared with the channel's threshold at
+ * the sum's own width (flip ? sum <= thr : sum >= thr) and leaves through
+ * the output register. The threshold ROM holds {flip, flip ? ~thr : thr}:
+ * ~sum >= ~thr is sum <= thr, so one subtraction serves both senses.
+ *
+ * Sums: one word of LANES sums per group in an inferred RAM with a
+ * registered read, issued one cycle ahead (rd_v, rd_grp); a register when
+ * GROUPS = 1. A group is read again no earlier than two cycles after its
+ * write (the sequencer visits GROUPS >= 2 groups in turn), so the RAM never
+ * reads a word in the cycle it is written.
  */
 module lane_acc #
 (
-    // parallel output-channel lanes
+    // lanes
     parameter LANES = 4,
     // output-channel groups (accumulator words)
     parameter GROUPS = 2,
     // width of a group index
     parameter GRP_W = 1,
-    // width of an output position index
-    parameter POS_W = 4,
-    // width of an accumulated sum (two's complement)
-    parameter SUM_W = 8,
-    // width of a threshold (two's complement, >= SUM_W)
-    parameter THR_W = 32
+    // width of one lane's contribution per cycle
+    parameter VAL_W = 4,
+    // width of a sum and a threshold (two's complement, holds +-(9 * CM + 1))
+    parameter SUM_W = 9,
+    // padding correction per valid tap: C_IN * (2^A - 1)
+    parameter CM = 4,
+    // 1: thresholds from THRESH_FILE; 0: none (bits are 0)
+    parameter HAS_THRESH = 1,
+    // $readmemh file: GROUPS words of LANES * (SUM_W + 1) bits, {flip, flip ? ~thr : thr}
+    parameter THRESH_FILE = "thresh.hex"
 )
 (
     input  wire                   clk,
     input  wire                   rst,
+    input  wire                   en,
+
+    // one cycle ahead of v: the group to read (the read waits while en is low)
+    input  wire                   rd_v,
+    input  wire [GRP_W-1:0]       rd_grp,
 
     input  wire                   v,
     input  wire [GRP_W-1:0]       grp,
-    input  wire [POS_W-1:0]       pos,
     input  wire                   first,
     input  wire                   last,
-    // lane l contributes val[l*5 +: 5]
-    input  wire [LANES*5-1:0]     val,
-    input  wire [LANES*THR_W-1:0] thresh,
-    input  wire [LANES-1:0]       flip,
+    input  wire                   tlast,
+    input  wire [3:0]             ntaps,
+    // lane l adds val[l*VAL_W +: VAL_W]
+    input  wire [LANES*VAL_W-1:0] val,
 
-    output reg                    out_valid,
-    output reg  [POS_W-1:0]       out_pos,
-    output reg  [GRP_W-1:0]       out_grp,
-    output reg  [LANES*SUM_W-1:0] out_sums,
-    output reg  [LANES-1:0]       out_bits
+    output reg                    ov,
+    output reg  [LANES*SUM_W-1:0] osums,
+    output reg  [LANES-1:0]       obits,
+    // the last group of the image's last position
+    output reg                    otlast
 );
 
-reg [LANES*SUM_W-1:0] acc [0:GROUPS-1];
+initial begin
+    if (VAL_W + 1 > SUM_W) begin
+        $error("lane_acc: SUM_W = %0d must be at least VAL_W + 1 = %0d (instance %m)", SUM_W, VAL_W + 1);
+        $finish;
+    end
+end
 
-wire [LANES*SUM_W-1:0] acc_old = acc[grp];
+wire [LANES*SUM_W-1:0] acc_old;
 reg  [LANES*SUM_W-1:0] acc_new;
-reg  [LANES-1:0]       bit_new;
+wire commit = en && v;
+
+generate
+    if (GROUPS == 1) begin : acc_reg
+        reg [LANES*SUM_W-1:0] acc;
+        always @(posedge clk) begin
+            if (commit) begin
+                acc <= acc_new;
+            end
+        end
+        assign acc_old = acc;
+        // a single group needs no read address
+        /* verilator lint_off UNUSEDSIGNAL */
+        wire unused = rd_v ^ ^rd_grp ^ ^grp;
+        /* verilator lint_on UNUSEDSIGNAL */
+    end else begin : acc_ram
+        ram_sdp #(.SLICE_W(LANES*SUM_W), .SLICES(1), .DEPTH(GROUPS), .ADDR_W(GRP_W)) ram (
+            .clk(clk),
+            .wen(commit), .waddr(grp), .wdata(acc_new),
+            .re(en && rd_v), .raddr(rd_grp), .rdata(acc_old)
+        );
+    end
+endgenerate
+
+wire [LANES*(SUM_W+1)-1:0] thr_q;
+
+generate
+    if (HAS_THRESH != 0) begin : thr
+        rom #(.WIDTH(LANES*(SUM_W+1)), .DEPTH(GROUPS), .ADDR_W(GRP_W), .INIT_FILE(THRESH_FILE))
+        thr_rom (.clk(clk), .re(en && rd_v), .addr(rd_grp), .q(thr_q));
+    end else begin : no_thr
+        assign thr_q = {LANES*(SUM_W+1){1'b0}};
+    end
+endgenerate
+
+// 32 bits wide: its low SUM_W bits are used
+/* verilator lint_off UNUSEDSIGNAL */
+wire [31:0] corr = {28'd0, ntaps} * CM;
+/* verilator lint_on UNUSEDSIGNAL */
+wire [SUM_W-1:0] start = -corr[SUM_W-1:0];
+reg  [SUM_W:0]   diff;
+reg  [LANES-1:0] bits;
 
 integer l;
 
 always @* begin
     for (l = 0; l < LANES; l = l + 1) begin
-        acc_new[l*SUM_W +: SUM_W] = (first ? {SUM_W{1'b0}} : acc_old[l*SUM_W +: SUM_W])
-            + {{(SUM_W-5){val[l*5+4]}}, val[l*5 +: 5]};
-        if (flip[l]) begin
-            bit_new[l] = $signed({{(THR_W-SUM_W){acc_new[l*SUM_W+SUM_W-1]}}, acc_new[l*SUM_W +: SUM_W]})
-                <= $signed(thresh[l*THR_W +: THR_W]);
-        end else begin
-            bit_new[l] = $signed({{(THR_W-SUM_W){acc_new[l*SUM_W+SUM_W-1]}}, acc_new[l*SUM_W +: SUM_W]})
-                >= $signed(thresh[l*THR_W +: THR_W]);
-        end
+        acc_new[l*SUM_W +: SUM_W] = (first ? start : acc_old[l*SUM_W +: SUM_W])
+            + {{(SUM_W-VAL_W-1){1'b0}}, val[l*VAL_W +: VAL_W], 1'b0};
+        // sign of (sum ^ flip) - thr, one bit wider than both
+        diff = {acc_new[l*SUM_W + SUM_W - 1] ^ thr_q[l*(SUM_W+1) + SUM_W],
+                acc_new[l*SUM_W +: SUM_W] ^ {SUM_W{thr_q[l*(SUM_W+1) + SUM_W]}}}
+             - {thr_q[l*(SUM_W+1) + SUM_W - 1], thr_q[l*(SUM_W+1) +: SUM_W]};
+        bits[l] = HAS_THRESH != 0 && !diff[SUM_W];
     end
 end
 
 always @(posedge clk) begin
-    if (v) begin
-        acc[grp] <= acc_new;
-    end
-    out_valid <= v && last;
-    if (v && last) begin
-        out_pos <= pos;
-        out_grp <= grp;
-        out_sums <= acc_new;
-        out_bits <= bit_new;
+    if (en) begin
+        ov <= v && last;
+        if (v && last) begin
+            osums <= acc_new;
+            obits <= bits;
+            otlast <= tlast && {{(32-GRP_W){1'b0}}, grp} == GROUPS - 1;
+        end
     end
     if (rst) begin
-        out_valid <= 1'b0;
-        out_pos <= {POS_W{1'b0}};
-        out_grp <= {GRP_W{1'b0}};
-        out_sums <= {LANES*SUM_W{1'b0}};
-        out_bits <= {LANES{1'b0}};
+        ov <= 1'b0;
+        osums <= {LANES*SUM_W{1'b0}};
+        obits <= {LANES{1'b0}};
+        otlast <= 1'b0;
     end
 end
 

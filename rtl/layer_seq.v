@@ -2,190 +2,160 @@
 `default_nettype none
 
 /*
- * Layer sequencer shared by both engines: a start/done FSM that walks the
- * output positions in raster order and, per position,
- *   FETCH: three cycles issuing the window columns,
- *   RUN:   NSTAGE lockstep stages. With DOT_STEPS > 0 (sub-bit engine)
- *          stage k issues the Dot9 steps of input channel k (DOT_STEPS
- *          cycles) while the lanes issue the GROUPS output-channel groups
- *          of channel k-1 (GROUPS cycles), so the table of channel k is
- *          built while that of channel k-1 is read; a stage lasts as long
- *          as its longer half. With DOT_STEPS = 0 (BNN) stage k only
- *          issues the lane groups of channel k.
- * Every issued operation executes one cycle later (memory latency); one
- * FLUSH cycle lets the last one finish. cycles counts the busy cycles of
- * the last run:
- *   HO*WO * (3 + sum of stage lengths) + 1.
+ * Stage sequencer shared by the engines. Work comes in items (output
+ * position, input-channel group), read one per stage from line_buffer.
+ *
+ * SNN = 0 (BNN, decompress): stage = one item; its GROUPS lane cycles
+ *   issue output-channel group c in cycle c.
+ * SNN = 1 (sub-bit): stage t issues the STEPS Dot9 steps of item t (table
+ *   half t mod 2) while the lanes issue the GROUPS groups of item t-1 from
+ *   the other half: the double buffer. It lasts max(STEPS, GROUPS) cycles.
+ *   After an image's last item a lanes-only stage drains the pipeline, so
+ *   an image's outputs never wait for the next image's input; the next
+ *   image starts with a Dot9-only stage.
+ *
+ * A stage starts (and reads its item) in the first cycle with the item
+ * `ready` and no stage running; it issues in that cycle and the next
+ * length - 1. Every issued operation executes one cycle later (registered
+ * memories); the double buffer relies on that single cycle: the Dot9 step
+ * issued in cycle e+q writes its table entries at the end of cycle e+q+1,
+ * and lane group j issued in cycle e+j reads the table in cycle e+j+1
+ * (register table) or at the end of it (RAM table). With stage t in
+ * cycles e .. e+L-1 (L >= STEPS, L >= GROUPS), item t's last write (end of
+ * e+STEPS) precedes its first lane read in stage t+1 (cycle >= e+L+1), and
+ * the lanes of item t-1 (reads by the end of e+GROUPS) finish before item
+ * t+1 overwrites their half (from the end of cycle e+L+1).
+ * en low freezes everything (the output is back-pressured).
  */
 module layer_seq #
 (
-    // input channels
-    parameter C_IN = 4,
-    // output height
-    parameter HO = 4,
-    // output width
-    parameter WO = 4,
-    // convolution stride (1 or 2)
-    parameter STRIDE = 1,
-    // Dot9 steps per channel (ceil(2^TAU / P_DOT)); 0 for the BNN engine
-    parameter DOT_STEPS = 4,
-    // output-channel groups of LANES (ceil(C_OUT / LANES))
+    // 0: one item per stage (BNN, decompress); 1: Dot9/lane double buffer
+    parameter SNN = 0,
+    // Dot9 steps per item (SNN only)
+    parameter STEPS = 1,
+    // output-channel groups of LANES lanes
     parameter GROUPS = 2,
-    // width of the input row coordinate
-    parameter Y_W = 3,
-    // width of the input column coordinate
-    parameter X_W = 3,
-    // width of a channel index
-    parameter CH_W = 2,
-    // width of a Dot9 step index
-    parameter STEP_W = 2,
-    // width of a group index
+    // items (input-channel groups) per output position
+    parameter NG = 4,
+    // width of dot_step
+    parameter STEP_W = 1,
+    // width of lane_grp
     parameter GRP_W = 1,
-    // width of an output position index
-    parameter POS_W = 4,
-    // width of the cycle counter
-    parameter CYC_W = 32
+    // width of waddr (covers NG * GROUPS - 1)
+    parameter WA_W = 3
 )
 (
     input  wire              clk,
     input  wire              rst,
+    input  wire              en,
 
-    input  wire              start,
-    output wire              busy,
-    output reg               done,
-    output reg  [CYC_W-1:0]  cycles,
+    // line_buffer cursor
+    input  wire              ready,
+    input  wire              peek_last,
+    output wire              rd,
 
-    // window fetch issue
-    output wire              fetch_v,
-    output wire [1:0]        fetch_col,
-    output wire [Y_W-1:0]    iy,
-    output wire [X_W-1:0]    ix,
-
-    // Dot9 issue: step dot_step of channel dot_ch
+    // Dot9 issue: step dot_step into table half dot_half
     output wire              dot_v,
-    output wire [CH_W-1:0]   dot_ch,
     output wire [STEP_W-1:0] dot_step,
+    output wire              dot_half,
 
-    // lane issue: group lane_grp of channel lane_ch at position lane_pos
+    // lane issue: group lane_grp, weight word waddr, table half lane_half
     output wire              lane_v,
-    output wire [CH_W-1:0]   lane_ch,
     output wire [GRP_W-1:0]  lane_grp,
-    output wire [POS_W-1:0]  lane_pos,
-    output wire              lane_first,
-    output wire              lane_last
+    output wire [WA_W-1:0]   waddr,
+    output wire              lane_half,
+    // a stage with lanes starts: line_buffer still shows the lanes' item
+    output wire              lane_start
 );
 
-localparam NSTAGE = DOT_STEPS > 0 ? C_IN + 1 : C_IN;
-localparam SMAX = DOT_STEPS > GROUPS ? DOT_STEPS : GROUPS;
-localparam STG_W = $clog2(NSTAGE + 1);
-localparam T_W = SMAX > 1 ? $clog2(SMAX) : 1;
+localparam SMAX = STEPS > GROUPS ? STEPS : GROUPS;
+localparam CW = SMAX > 1 ? $clog2(SMAX) : 1;
+localparam WN = NG * GROUPS;
 
-localparam [1:0] S_IDLE = 2'd0, S_FETCH = 2'd1, S_RUN = 2'd2, S_FLUSH = 2'd3;
+initial begin
+    if (SNN != 0 && SNN != 1) begin
+        $error("layer_seq: SNN must be 0 or 1, found %0d (instance %m)", SNN);
+        $finish;
+    end
+    if (STEPS < 1 || GROUPS < 1 || NG < 1) begin
+        $error("layer_seq: STEPS, GROUPS, NG must be >= 1 (instance %m)");
+        $finish;
+    end
+end
 
-reg [1:0]       state;
-reg [1:0]       fcol;
-reg [STG_W-1:0] stage;
-reg [T_W-1:0]   tcyc;
-reg [Y_W-1:0]   iy_reg;
-reg [X_W-1:0]   ix_reg;
-reg [POS_W-1:0] pos;
+reg              act;        // a stage started earlier occupies this cycle
+reg [CW-1:0]     c;          // its cycle
+reg [CW:0]       st_len;
+reg              st_dot;
+reg              st_lane;
+reg              st_dhalf;
+reg              st_lhalf;
+reg              pend;       // SNN: the last Dot9 stage's item awaits its lanes
+reg              pend_last;  // ... and ends its image
+reg              dh;         // SNN: table half of the next Dot9 stage
+reg [WA_W-1:0]   wa;
 
-// length of the current stage (see header); a continuous assignment, since
-// with DOT_STEPS = 0 it is constant and an always @* would never run
-wire [T_W:0] stage_len =
-    DOT_STEPS == 0                          ? GROUPS[T_W:0] :
-    {{(32-STG_W){1'b0}}, stage} == 0        ? DOT_STEPS[T_W:0] :
-    {{(32-STG_W){1'b0}}, stage} == C_IN     ? GROUPS[T_W:0] :
-                                              SMAX[T_W:0];
+wire drain = SNN != 0 && pend && pend_last;
+wire start = en && !act && (drain || ready);
+wire start_dot = SNN != 0 && !drain;
+wire start_lane = SNN == 0 || pend;
+wire [CW:0] start_len = !start_dot ? GROUPS[CW:0] : start_lane ? SMAX[CW:0] : STEPS[CW:0];
 
-wire stage_end = {1'b0, tcyc} == stage_len - 1'b1;
-wire last_stage = {{(32-STG_W){1'b0}}, stage} == NSTAGE - 1;
-wire last_pos = {{(32-POS_W){1'b0}}, pos} == HO*WO - 1;
-wire last_col = {{(32-X_W){1'b0}}, ix_reg} == (WO - 1) * STRIDE;
+wire [CW-1:0] cur_c = act ? c : {CW{1'b0}};
+wire cur_dot = act ? st_dot : start_dot;
+wire cur_lane = act ? st_lane : start_lane;
+wire busy = en && (act || start);
 
-wire [31:0] stage32 = {{(32-STG_W){1'b0}}, stage};
-wire [31:0] tcyc32 = {{(32-T_W){1'b0}}, tcyc};
-wire [31:0] lane_ch32 = DOT_STEPS > 0 ? stage32 - 1 : stage32;
-
-assign busy = state != S_IDLE;
-
-assign fetch_v = state == S_FETCH;
-assign fetch_col = fcol;
-assign iy = iy_reg;
-assign ix = ix_reg;
-
-assign dot_v = state == S_RUN && DOT_STEPS > 0 && stage32 < C_IN && tcyc32 < DOT_STEPS;
-assign dot_ch = stage32[CH_W-1:0];
-assign dot_step = tcyc32[STEP_W-1:0];
-
-assign lane_v = state == S_RUN && (DOT_STEPS == 0 || stage32 > 0) && tcyc32 < GROUPS;
-assign lane_ch = lane_ch32[CH_W-1:0];
-assign lane_grp = tcyc32[GRP_W-1:0];
-assign lane_pos = pos;
-assign lane_first = lane_ch32 == 0;
-assign lane_last = lane_ch32 == C_IN - 1;
+assign rd = start && (SNN == 0 || start_dot);
+assign dot_v = busy && cur_dot && {{(32-CW){1'b0}}, cur_c} < STEPS;
+assign dot_step = cur_c[STEP_W-1:0];
+assign dot_half = act ? st_dhalf : dh;
+assign lane_v = busy && cur_lane && {{(32-CW){1'b0}}, cur_c} < GROUPS;
+assign lane_grp = cur_c[GRP_W-1:0];
+assign lane_half = act ? st_lhalf : !dh;
+assign waddr = wa;
+assign lane_start = start && start_lane;
 
 always @(posedge clk) begin
-    done <= 1'b0;
-    if (state != S_IDLE) begin
-        cycles <= cycles + 1'b1;
+    if (start) begin
+        st_len <= start_len;
+        st_dot <= start_dot;
+        st_lane <= start_lane;
+        st_dhalf <= dh;
+        st_lhalf <= !dh;
+        if (start_len > 1) begin
+            act <= 1'b1;
+            c <= {{(CW-1){1'b0}}, 1'b1};
+        end
+        if (start_dot) begin
+            dh <= !dh;
+            pend <= 1'b1;
+            pend_last <= peek_last;
+        end else begin
+            pend <= 1'b0;
+        end
+    end else if (en && act) begin
+        if ({1'b0, c} == st_len - 1'b1) begin
+            act <= 1'b0;
+        end else begin
+            c <= c + 1'b1;
+        end
     end
-    case (state)
-        S_IDLE: begin
-            if (start) begin
-                state <= S_FETCH;
-                fcol <= 2'd0;
-                iy_reg <= {Y_W{1'b0}};
-                ix_reg <= {X_W{1'b0}};
-                pos <= {POS_W{1'b0}};
-                cycles <= {CYC_W{1'b0}};
-            end
-        end
-        S_FETCH: begin
-            fcol <= fcol + 1'b1;
-            if (fcol == 2'd2) begin
-                state <= S_RUN;
-                stage <= {STG_W{1'b0}};
-                tcyc <= {T_W{1'b0}};
-            end
-        end
-        S_RUN: begin
-            tcyc <= tcyc + 1'b1;
-            if (stage_end) begin
-                tcyc <= {T_W{1'b0}};
-                stage <= stage + 1'b1;
-                if (last_stage) begin
-                    if (last_pos) begin
-                        state <= S_FLUSH;
-                    end else begin
-                        state <= S_FETCH;
-                        fcol <= 2'd0;
-                        pos <= pos + 1'b1;
-                        if (last_col) begin
-                            ix_reg <= {X_W{1'b0}};
-                            iy_reg <= iy_reg + STRIDE[Y_W-1:0];
-                        end else begin
-                            ix_reg <= ix_reg + STRIDE[X_W-1:0];
-                        end
-                    end
-                end
-            end
-        end
-        default: begin
-            state <= S_IDLE;
-            done <= 1'b1;
-        end
-    endcase
+    if (lane_v) begin
+        wa <= {{(32-WA_W){1'b0}}, wa} == WN - 1 ? {WA_W{1'b0}} : wa + 1'b1;
+    end
     if (rst) begin
-        state <= S_IDLE;
-        done <= 1'b0;
-        cycles <= {CYC_W{1'b0}};
-        fcol <= 2'd0;
-        stage <= {STG_W{1'b0}};
-        tcyc <= {T_W{1'b0}};
-        iy_reg <= {Y_W{1'b0}};
-        ix_reg <= {X_W{1'b0}};
-        pos <= {POS_W{1'b0}};
+        act <= 1'b0;
+        c <= {CW{1'b0}};
+        st_len <= {(CW+1){1'b0}};
+        st_dot <= 1'b0;
+        st_lane <= 1'b0;
+        st_dhalf <= 1'b0;
+        st_lhalf <= 1'b0;
+        pend <= 1'b0;
+        pend_last <= 1'b0;
+        dh <= 1'b0;
+        wa <= {WA_W{1'b0}};
     end
 end
 

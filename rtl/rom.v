@@ -2,10 +2,11 @@
 `default_nettype none
 
 /*
- * Read-only memory with PORTS independent synchronous read ports (one
- * cycle latency), initialised from a $readmemh file (one hex word per
- * line). Several ports let LANES lanes read their own word each cycle;
- * synthesis replicates the memory per port.
+ * Read-only memory with one registered read port and a read enable (the
+ * output holds while re is low), initialised from a $readmemh file (one
+ * hex word per line). One port only: an engine reads a whole wide word
+ * (all lanes' weights) per cycle instead of one narrow word per lane, so
+ * synthesis never copies the memory per port.
  */
 module rom #
 (
@@ -15,32 +16,29 @@ module rom #
     parameter DEPTH = 16,
     // address width in bits (must cover DEPTH - 1)
     parameter ADDR_W = 4,
-    // number of independent read ports
-    parameter PORTS = 1,
-    // $readmemh file name ("" leaves the memory uninitialised)
-    parameter INIT_FILE = ""
+    // $readmemh file name
+    parameter INIT_FILE = "rom.hex"
 )
 (
-    input  wire                    clk,
-
-    // port p reads addr[p*ADDR_W +: ADDR_W] into q[p*WIDTH +: WIDTH]
-    input  wire [PORTS*ADDR_W-1:0] addr,
-    output reg  [PORTS*WIDTH-1:0]  q
+    input  wire              clk,
+    input  wire              re,
+    input  wire [ADDR_W-1:0] addr,
+    output reg  [WIDTH-1:0]  q
 );
 
 reg [WIDTH-1:0] mem [0:DEPTH-1];
 
 initial begin
-    if (INIT_FILE != "") begin
-        $readmemh(INIT_FILE, mem);
+    if (DEPTH < 1 || (1 << ADDR_W) < DEPTH) begin
+        $error("rom: ADDR_W = %0d cannot address DEPTH = %0d words (instance %m)", ADDR_W, DEPTH);
+        $finish;
     end
+    $readmemh(INIT_FILE, mem);
 end
 
-integer p;
-
 always @(posedge clk) begin
-    for (p = 0; p < PORTS; p = p + 1) begin
-        q[p*WIDTH +: WIDTH] <= mem[addr[p*ADDR_W +: ADDR_W]];
+    if (re) begin
+        q <= mem[addr];
     end
 end
 

@@ -1,0 +1,11 @@
+conv_layer.v
+line_buffer.v
+layer_seq.v
+lane_acc.v
+lane_dots.v
+snn_table.v
+cb_decode.v
+dot9.v
+out_pack.v
+rom.v
+ram_sdp.v
