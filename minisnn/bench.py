@@ -41,39 +41,13 @@ TRAIN_MODES = (  # (name, quant, act, block, distilled: Adam and an fp teacher, 
 
 
 def _torch_train_step(batch, seed):
-    """PyTorch's float ResNet-20 training step (SGD, the same shapes and option-A
-    shortcuts as minisnn's fp model) on one random batch, or None without torch.
-    For comparison only: torch is not a dependency of minisnn."""
-    try:
-        import torch
-        from torch import nn
-    except ImportError:
+    """PyTorch's float ResNet-20 training step (SGD, :func:`_torch_resnet20`) on
+    one random batch, or None without torch."""
+    model = _torch_resnet20(seed)
+    if model is None:
         return None
-
-    class Block(nn.Module):
-        def __init__(self, c_in, c_out, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.stride, self.pad = stride, (c_out - c_in) // 2
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-            if self.pad:
-                short = nn.functional.pad(short, (0, 0, 0, 0, self.pad, self.pad))
-            return torch.relu(out + short)
-
-    torch.manual_seed(seed)
-    layers, c_in = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
-    for s, width in enumerate((16, 32, 64)):
-        for b in range(3):
-            layers.append(Block(c_in, width, 2 if s > 0 and b == 0 else 1))
-            c_in = width
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    import torch
+    from torch import nn
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
     x = torch.randn(batch, 3, 32, 32)

@@ -132,7 +132,7 @@ def batch_stats(x):
 
 # No fastmath: fastmath lets LLVM fuse the multiply-add into an FMA where the
 # CPU has one, so eval-mode results (and the integer engine's bit-exactness
-# with them, compile._residual_hardtanh) would depend on the machine.
+# with them, popcount's fused block epilogues) would depend on the machine.
 @njit(parallel=True, cache=True)
 def channel_affine(x, scale, shift, out):
     """out[:, c] = x[:, c] * scale[c] + shift[c], rounded after each operation."""
