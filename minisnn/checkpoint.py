@@ -20,6 +20,7 @@ sizes are bounded (by the model's own arrays in :func:`load_model`, else by
 fault is a ValueError naming the file.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -86,6 +87,15 @@ def save_inference(path, model, **info):
     what :func:`load_model` needs, plus ``info`` (e.g. accuracy) in the config."""
     arrays = {f"model.{k}": v for k, v in model.state_dict(copy=False).items()}
     return save_checkpoint(path, arrays, dict(info, model=model.config), compress=True)
+
+
+def file_sha256(path):
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path, value):

@@ -33,14 +33,6 @@ def load_teacher(path, student):
     return teacher
 
 
-def _file_digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class TeacherLogits:
     """Per-epoch teacher logits under ``cache_dir/<key>/``, where the key hashes
     everything that decides them: the teacher file, the training images and
@@ -53,7 +45,7 @@ class TeacherLogits:
 
     def __init__(self, cache_dir, teacher_path, x_train, y_train, seed, batch_size, augment,
                  steps, classes):
-        key = {"teacher_sha256": _file_digest(teacher_path),
+        key = {"teacher_sha256": ckpt.file_sha256(teacher_path),
                "images_sha256": hashlib.sha256(np.ascontiguousarray(x_train)).hexdigest(),
                "labels_sha256": hashlib.sha256(np.ascontiguousarray(y_train)).hexdigest(),
                "seed": int(seed), "batch_size": int(batch_size), "augment": bool(augment),

@@ -8,22 +8,13 @@ sha256, mode, recipe, seed, epochs, training minutes and the test accuracy
 it reached on all 10,000 CIFAR-10 test images.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 import common
-from minisnn.checkpoint import load_model, save_inference, write_json
+from minisnn.checkpoint import file_sha256, load_model, save_inference, write_json
 
 MODELS_DIR = common.MODELS_DIR
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def publish(args, name, folder=MODELS_DIR):
@@ -39,7 +30,7 @@ def publish(args, name, folder=MODELS_DIR):
     path = save_inference(folder / f"{name}.npz", model, metrics=metrics, **entry)
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest[name] = dict(entry, file=path.name, sha256=sha256(path))
+    manifest[name] = dict(entry, file=path.name, sha256=file_sha256(path))
     write_json(manifest_path, dict(sorted(manifest.items())))
     return path, manifest[name]
 
