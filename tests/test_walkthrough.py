@@ -234,13 +234,16 @@ def test_rtl_equals_python_on_a_real_image(walked):
     out, logs = walked
     hw = json.loads((out / "06_hardware.json").read_text())
     assert hw["tau"] == 5 and (hw["c_in"], hw["c_out"]) == (64, 64)
-    for engine in ("snn", "bnn"):
+    for engine in ("snn", "bnn", "dec"):
         r = hw["engines"][engine]
-        assert r["equals_golden_model"] and r["equals_float_model"]
-        assert r["cycles"] == r["cycles_model"] and r["cells"] > 0
+        assert r["equals_golden_model"] and r["equals_float_model"]  # check_layer: cycles too
+        assert r["cycles"] > 0 and r["lut"] > 0 and r["dot9_units"] == 4
+    assert hw["engines"]["snn"]["lanes"] == 16
     assert hw["engines"]["snn"]["weight_bits"] < hw["engines"]["bnn"]["weight_bits"]
+    # equal Dot9 units, four lanes per unit: the sub-bit engine needs fewer cycles at C_out 64
+    assert hw["engines"]["snn"]["cycles"] < hw["engines"]["bnn"]["cycles"]
     assert (out / "06_rom" / "manifest.json").is_file()
-    assert "SNN vs BNN" in logs["06"]
+    assert "snn / bnn" in logs["06"]
 
 
 def test_a_model_another_process_trains_is_waited_for_not_trained_twice(tmp_path, capsys):
