@@ -209,10 +209,14 @@ def test_load_image_folder_limit_per_class(tmp_path, as_tar):
         load_image_folder(src, limit_per_class=0)
 
 
-def test_shared_archive_few_images():
-    assert SHARED.is_file(), (f"the shared CIFAR-10 archive is missing at {SHARED}: "
-                              "run the tests from a checkout with ../shared/data beside it")
-    d = load_image_folder(SHARED, limit_per_class=10)  # 200 images, not 60,000
+def test_real_cifar10_as_the_tools_find_it(cifar):
+    """The real data set (MINISNN_DATA, ../shared/data or the official download): full
+    splits, balanced classes, photographs."""
+    assert cifar["x_train"].shape == (50000, 32, 32, 3) and cifar["x_test"].shape == (10000, 32, 32, 3)
+    np.testing.assert_array_equal(np.bincount(cifar["y_train"]), [5000] * 10)
+    d = {}
+    d["x_train"], d["y_train"] = take_subset(cifar["x_train"], cifar["y_train"], 100)
+    d["x_test"], d["y_test"] = take_subset(cifar["x_test"], cifar["y_test"], 100)
     assert d["x_train"].shape == (100, 32, 32, 3) and d["x_test"].shape == (100, 32, 32, 3)
     assert d["x_train"].dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(d["y_train"]), [10] * 10)
