@@ -260,3 +260,35 @@ def test_integer_engine_equals_the_converted_float_model(name):
     compiled = compile_model(model, input_size=x.shape[-1])
     np.testing.assert_array_equal(compiled.predict(x), model.forward(x))
     assert len(compiled.layers) == 16
+
+
+def test_a_full_width_conversion_runs_a_512_channel_conv_on_the_verilog_engines(tmp_path):
+    """A full-width tau=5 ResNet-18 in the authors' layout (made here from a
+    minisnn model, so no 134 MB file ships) converts, exports its ROMs, and a
+    512->512 layer4 conv read back from them (2x2 positions: 64x64 images) runs
+    on the BNN and sub-bit Verilog engines equal to the integer engine."""
+    from minisnn import compile as C
+    from minisnn import export, rtlmodel, rtlsim
+    source = models.resnet18("snn", "binary", tau=5, block="reactnet", num_classes=10, seed=3)
+    state = {}
+    for key, value in source.state_dict().items():
+        if key.endswith((".codebook.codes", ".codebook.seed", ".codebook.step", ".binary_conv.idx")):
+            continue
+        state[key.replace(".binary_conv.codebook.weight", ".binary_conv.binarize.patterns")] = value
+    model = convert.convert(state, "full-width")
+    assert model.config["widths"] == [64, 128, 256, 512] and model.config["tau"] == 5
+    compiled = C.compile_model(model, input_size=64)
+    name = "layer4.1.binary_conv"
+    conv = next(c for b in compiled.blocks for c in b.convs if c.layer.name == name)
+    entry = export.export_layer(conv.layer, tmp_path / "rom")
+    export.write_manifest(tmp_path / "rom", [entry])
+    layer = export.read_layer(tmp_path / "rom", name)
+    assert (layer.c_in, layer.c_out, layer.height, layer.width) == (512, 512, 2, 2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    signs, _ = C.capture(model, name, x)
+    engine_sums = conv.sums(signs)[0]  # sign(+-1) is itself: the integer engine's sums
+    codes = rtlmodel.codes_from_signs(signs[0])
+    for cfg in (rtlmodel.EngineConfig("bnn", lanes=16, dot9=16),
+                rtlmodel.EngineConfig("snn", lanes=64, dot9=16)):
+        sim = rtlsim.check_layer(layer, codes, cfg)  # the golden and the cycle model too
+        np.testing.assert_array_equal(sim.sums[0], engine_sums)
