@@ -526,6 +526,16 @@ def _record_data_source(args):
     args.data_sha256 = digest
 
 
+def _by_ctrl_c(exc):
+    """Whether ``exc`` comes from Ctrl-C: a KeyboardInterrupt, or the SystemError numba's
+    dispatcher makes of one raised while a compiled function runs (its cause chain)."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _interrupted(out):
     """One line for Ctrl-C: where the last checkpoint is."""
     path = out / CHECKPOINT
@@ -550,7 +560,9 @@ def main(argv=None):
     try:
         _record_data_source(args)
         run(args)
-    except KeyboardInterrupt:  # every write is atomic: nothing partial is left behind
+    except (KeyboardInterrupt, SystemError) as e:  # every write is atomic: nothing partial
+        if not _by_ctrl_c(e):
+            raise
         print(_interrupted(Path(args.out)), file=sys.stderr, flush=True)
         return 130
     except (ValueError, FileExistsError, FloatingPointError, RunLocked) as e:

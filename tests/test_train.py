@@ -453,3 +453,20 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporaries(real_npz, tmp_path, c
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: {out}: No space left on device"], err
     assert list(out.iterdir()) == []  # neither the stale temporary nor a new one, nor the lock
+
+
+def test_ctrl_c_inside_a_compiled_function_is_still_ctrl_c(tmp_path, capsys, monkeypatch):
+    import threading
+    from minisnn import functional as F
+
+    def busy(args):  # numba's dispatcher turns the KeyboardInterrupt into a SystemError
+        x = np.ones((64, 64, 32, 32), np.float32)
+        F.batch_stats(x[:1])
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        for _ in range(10000):
+            F.batch_stats(x)
+
+    monkeypatch.setattr(train, "run", busy)
+    out = tmp_path / "r"
+    assert train.main(["--out", str(out), "--data", str(tmp_path / "none.npz")]) == 130
+    assert capsys.readouterr().err == f"interrupted before any checkpoint was written in {out}\n"
