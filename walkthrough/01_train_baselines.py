@@ -29,14 +29,19 @@ def print_accuracies(args, names):
               f"({m['epoch'][-1]} epochs, {m['total_seconds'] / 60:.1f} min); per epoch: {curve}")
 
 
-def main(argv=None):
-    args = common.parser(__doc__, NAMES).parse_args(argv)
+def train_and_report(args, png, title):
+    """Train ``args.only`` (what is missing), print their test accuracies and draw
+    their curves into ``png``: what the training steps share."""
     common.train_models(args, args.only)
     print("\ntest accuracy (the last epoch's, after batch-norm recalibration):")
     print_accuracies(args, args.only)
-    png = accuracy_figure(args, args.only, f"{args.out}/01_baselines_accuracy.png",
-                          "ResNet-20 on CIFAR-10: test accuracy per epoch")
-    print(f"wrote {png}")
+    print(f"wrote {accuracy_figure(args, args.only, png, title)}")
+
+
+def main(argv=None):
+    args = common.parser(__doc__, NAMES).parse_args(argv)
+    train_and_report(args, f"{args.out}/01_baselines_accuracy.png",
+                     "ResNet-20 on CIFAR-10: test accuracy per epoch")
 
 
 if __name__ == "__main__":

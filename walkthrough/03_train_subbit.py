@@ -22,12 +22,8 @@ step2 = importlib.import_module("02_kernel_distribution")
 
 def main(argv=None):
     args = common.parser(__doc__, NAMES).parse_args(argv)
-    common.train_models(args, args.only)
-    print("\ntest accuracy (the last epoch's, after batch-norm recalibration):")
-    step1.print_accuracies(args, args.only)
-    png = step1.accuracy_figure(args, args.only, f"{args.out}/03_subbit_accuracy.png",
-                                "sub-bit ResNet-20 on CIFAR-10: test accuracy per epoch")
-    print(f"wrote {png}")
+    step1.train_and_report(args, f"{args.out}/03_subbit_accuracy.png",
+                           "sub-bit ResNet-20 on CIFAR-10: test accuracy per epoch")
     step2.kernel_figures(args, args.only, "03")
 
 

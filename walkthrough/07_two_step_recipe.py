@@ -46,12 +46,8 @@ def refinement_comparison(args):
 
 def main(argv=None):
     args = common.parser(__doc__, NAMES).parse_args(argv)
-    common.train_models(args, args.only)
-    print("\ntest accuracy (the last epoch's, after batch-norm recalibration):")
-    step1.print_accuracies(args, args.only)
-    png = step1.accuracy_figure(args, args.only, f"{args.out}/07_recipe_accuracy.png",
-                                "ResNet-20, ReActNet blocks, distilled: test accuracy per epoch")
-    print(f"wrote {png}")
+    step1.train_and_report(args, f"{args.out}/07_recipe_accuracy.png",
+                           "ResNet-20, ReActNet blocks, distilled: test accuracy per epoch")
     c = refinement_comparison(args)
     if c:
         print(f"\ntau=5 W/1A, two seeds each: refinement {c['refine_mean']:.2f}% vs without "
