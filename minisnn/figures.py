@@ -10,7 +10,9 @@ naming the output file and the offending series or point.
 
 import functools
 import math
+import os
 import pathlib
+import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -272,9 +274,18 @@ def _marker(draw, x, y, colour, r=3.5):
 
 
 def _save(img, path):
+    """Write the PNG atomically (a temporary file, then os.replace): a crash or a
+    full disk never leaves half a figure."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -229,3 +229,19 @@ def test_log_axis_inside_one_decade_still_has_labels():
     assert axis.labels == ["2", "3", "4", "5"]
     axis = figures._log_axis(0.5, 3.0, fixed=True)
     assert axis.labels == ["0.5", "0.6", "0.7", "0.8", "0.9", "1", "2", "3"]
+
+
+def test_a_failed_write_keeps_the_old_figure_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "curve.png"
+    series = [{"x": [1, 2, 3], "y": [1.0, 2.0, 1.5], "label": "a"}]
+    line_plot(series, path)
+    before = path.read_bytes()
+
+    def full_disk(self, fp, format=None, **params):
+        fp.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        line_plot(series, path, title="another")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["curve.png"]
