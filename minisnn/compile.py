@@ -27,7 +27,6 @@ import numpy as np
 from numba import njit, prange
 
 from . import bitpack, checkpoint, fastconv, popcount
-from . import data as D
 from . import functional as F
 from .models import ResNetCifar, ResNetImageNet
 from .nn import AvgPool2d, Hardtanh, Identity, MaxPool2d, ShortcutA
@@ -400,18 +399,6 @@ class CompiledModel:
         for block in self.blocks:
             out = block.forward(out)
         return out.mean(axis=(2, 3)) @ self.fc_weight.T + self.fc_bias
-
-
-def logits_in_batches(forward, images, batch_size=500):
-    """forward(normalized batch) over uint8 NHWC images in consecutive batches.
-
-    The float and the compiled model must see the same partition: BLAS
-    may sum the classifier's dot products differently for another batch size.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be positive, found {batch_size}")
-    return np.concatenate([forward(D.normalize(images[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
 
 
 def _check_binary_convs(model):

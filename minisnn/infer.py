@@ -28,8 +28,20 @@ import numpy as np
 from . import data as D
 from . import imagefolder
 from .checkpoint import load_model
-from .compile import compile_model, logits_in_batches
+from .compile import compile_model
 from .models import mode_name
+
+
+def logits_in_batches(forward, images, batch_size=500):
+    """forward(normalized batch) over uint8 NHWC images in consecutive batches.
+
+    The float and the compiled model must see the same partition: BLAS
+    may sum the classifier's dot products differently for another batch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, found {batch_size}")
+    return np.concatenate([forward(D.normalize(images[i:i + batch_size]))
+                           for i in range(0, len(images), batch_size)])
 
 
 def _timed_logits(forward, images, batch_size):

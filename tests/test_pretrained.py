@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from minisnn import compile as C
-from minisnn import data as D
-from minisnn import train
+from minisnn import infer, train
 from minisnn.checkpoint import load_checkpoint, load_model
 
 MODELS = Path(__file__).resolve().parents[1] / "walkthrough" / "models"
@@ -37,5 +36,5 @@ def test_shipped_model_reproduces_its_test_accuracy(name, cifar):
     assert round(100 * acc, 2) == entry["test_accuracy"]
     if config["model"]["act"] == "binary" and config["model"]["quant"] != "fp":
         compiled = C.compile_model(model)
-        np.testing.assert_array_equal(C.logits_in_batches(compiled.predict, x),
-                                      C.logits_in_batches(model.eval().forward, x))
+        np.testing.assert_array_equal(infer.logits_in_batches(compiled.predict, x),
+                                      infer.logits_in_batches(model.eval().forward, x))
