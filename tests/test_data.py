@@ -1,6 +1,7 @@
 """Tests of minisnn.data on small synthetic sources in every supported format."""
 
 import argparse
+import gzip
 import io
 import os
 import pickle
@@ -15,9 +16,6 @@ from minisnn import data
 from minisnn.data import (CLASSES, MEAN, STD, BatchIterator, DataError, add_data_arguments,
                           augment, load_cifar10, load_from_args, load_image_folder, normalize,
                           resolve_source, take_subset)
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-
 
 # -- builders of synthetic sources ---------------------------------------------------------
 def make_split(per_class, seed, smooth=False):
@@ -646,7 +644,6 @@ def _flipped(blob, offset, n=16):
 
 
 def test_a_damaged_member_header_part_way_through_fails(tmp_path, cache):
-    import gzip
     ds = make_dataset(2, 3)
     plain = write_tar(tmp_path / "whole.tar", image_members(ds), mode="w")
     with tarfile.open(plain) as tf:
@@ -683,15 +680,43 @@ def test_an_archive_cut_at_a_member_boundary_fails(tmp_path, cache):
         load_cifar10(cut, progress=False)
 
 
-def test_the_shared_archive_with_flipped_bytes_fails(tmp_path):
-    assert SHARED.is_file(), f"the shared CIFAR-10 archive is missing at {SHARED}"
-    blob = SHARED.read_bytes()
-    copy = tmp_path / "cifar10-jpg.tar.gz"
-    # 16 flipped bytes late in the stream: reading only up to the first bad header loads
-    # part of the test split and never reaches the gzip CRC
-    copy.write_bytes(_flipped(blob, len(blob) * 15 // 16))
-    with pytest.raises(DataError, match=r"cifar10-jpg\.tar\.gz: truncated or corrupt archive"):
-        load_image_folder(copy, limit_per_class=1)
+def _folder_tar_with_directories(ds):
+    """A gzip-compressed image folder laid out as the CIFAR-10 archive the tools find in
+    ../shared/data: train/ then test/, a directory member before each folder's JPEGs."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        seen = set()
+        for name, blob in image_members(ds, "JPEG"):
+            for folder in (name.split("/")[0], name.rsplit("/", 1)[0]):
+                if folder not in seen:
+                    seen.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type = tarfile.DIRTYPE
+                    tf.addfile(info)
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def test_a_cifar_archive_with_flipped_bytes_in_its_compressed_stream_fails(tmp_path, cache):
+    blob = _folder_tar_with_directories(make_dataset(6, 6))
+    members = 10 * 6 * 2 + 2 + 2 * 10  # images, split folders, class folders
+    # 16 flipped bytes late in the compressed stream: everything after them decompresses to
+    # garbage, which tarfile alone takes for the end of the archive, with part of the test
+    # split read and the gzip CRC never reached
+    bad = _flipped(blob, len(blob) * 62 // 64)
+    with tarfile.open(fileobj=io.BytesIO(bad), mode="r|gz") as tf:
+        names = [m.name for m in tf]
+    assert any(n.startswith("test/") for n in names) and len(names) < members
+    path = tmp_path / "cifar10-jpg.tar.gz"
+    path.write_bytes(bad)
+    pattern = r"cifar10-jpg\.tar\.gz: truncated or corrupt archive"
+    with pytest.raises(DataError, match=pattern):
+        load_cifar10(path, progress=False)
+    with pytest.raises(DataError, match=pattern):
+        load_image_folder(path, limit_per_class=1)
+    assert not list(cache.glob("*.npz")), "nothing cached"
 
 
 def test_empty_class_folders_are_refused(tmp_path, cache):
