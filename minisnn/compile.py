@@ -1,7 +1,8 @@
 """Trained model -> integer inference engine (compiled binary layers).
 
-The compiled model is plain data: export writes it out as ROMs, the
-popcount kernels run it, the RTL harness checks Verilog against it.
+The compiled model is plain data: its binary layers are
+minisnn.romlayer.BinaryConvLayer records, which export writes out as ROMs
+and the RTL harness checks Verilog against; the popcount kernels run it.
 
 ``compile_checkpoint(path)`` / ``compile_model(model)`` turn a ResNet with
 binary activations (1W/1A or sub-bit W/1A; Bi-Real blocks in the CIFAR
@@ -31,42 +32,8 @@ from . import functional as F
 from .models import ResNetCifar, ResNetImageNet
 from .nn import AvgPool2d, Hardtanh, Identity, MaxPool2d, ShortcutA
 from .quant import QuantConv2d
+from .romlayer import BinaryConvLayer
 from .subbit import SubBitConv2d, kernels_to_codes
-
-
-@dataclass
-class BinaryConvLayer:
-    """One binary 3x3 conv (padding 1) with its folded batch norm.
-
-    ``kernel_codes[o, i]`` is the 9-bit code of every kernel (for a sub-bit
-    layer, ``codebook[idx[o, i]]``). The real output of conv + batch norm is
-    ``scale[o] * s + shift[o]`` with ``s`` the integer sum; where a sign
-    follows directly, the layer instead outputs bits ``s >= threshold[o]``
-    (``s <= threshold[o]`` where ``flip[o]``).
-    """
-
-    name: str
-    c_in: int
-    c_out: int
-    height: int  # input height
-    width: int  # input width
-    stride: int
-    kernel_codes: np.ndarray  # uint16 (c_out, c_in)
-    scale: np.ndarray  # float32 (c_out,)
-    shift: np.ndarray  # float32 (c_out,)
-    tau: Optional[int] = None  # None: plain BNN layer
-    codebook: Optional[np.ndarray] = None  # uint16 (2**tau,)
-    idx: Optional[np.ndarray] = None  # uint16 (c_out, c_in)
-    threshold: Optional[np.ndarray] = None  # int32 (c_out,)
-    flip: Optional[np.ndarray] = None  # bool (c_out,)
-
-    @property
-    def out_height(self):
-        return (self.height - 1) // self.stride + 1
-
-    @property
-    def out_width(self):
-        return (self.width - 1) // self.stride + 1
 
 
 # ------------------------------------------------------------------ float parts
@@ -275,9 +242,9 @@ def compile_conv(name, conv, bn, height, width, thresholds=False):
         raise ValueError(error)
     b, alpha = conv.binary_weight()  # the very (B, alpha) the float forward uses
     codes = kernels_to_codes(b)
-    tau = codebook = idx = None
+    kind, tau, codebook, idx = "bnn", None, None, None
     if isinstance(conv, SubBitConv2d):
-        tau = conv.codebook.tau
+        kind, tau = "subbit", conv.codebook.tau
         codebook = np.asarray(conv.codebook.codes, np.uint16)
         idx = np.asarray(conv.idx, np.uint16)
         if not np.array_equal(codebook[idx], codes):
@@ -287,7 +254,7 @@ def compile_conv(name, conv, bn, height, width, thresholds=False):
     layer = BinaryConvLayer(
         name=name, c_in=conv.in_channels, c_out=conv.out_channels, height=height, width=width,
         stride=conv.stride, kernel_codes=codes, scale=alpha * affine.scale, shift=affine.shift,
-        tau=tau, codebook=codebook, idx=idx)
+        kind=kind, tau=tau, codebook=codebook, idx=idx)
     # sub-bit layers run on their decoded kernels codebook[idx] too: on a CPU with a
     # vector popcount, XNOR-popcount over 3x3 x C bits beats the Dot9 table (bench kernels)
     compiled = CompiledConv(layer, alpha, affine, popcount.pack_conv(codes, height, width,

@@ -1,10 +1,14 @@
 """Compiled binary layers -> ROM files for the Verilog engines (rtl/*.v).
 
 ``python -m minisnn.export --rom CHECKPOINT --out DIR`` writes, per binary
-3x3 layer, ``$readmemh`` text files (one hex word per line, no address
-markers) and ``DIR/manifest.json`` with shapes, word widths, address
-orders and the sha256 of every file. ``--random`` writes a demo layer
-instead. ``read_layer`` reads a layer back trusting nothing: the manifest is
+3x3 layer (minisnn.romlayer.BinaryConvLayer), ``$readmemh`` text files (one
+hex word per line, no address markers) and ``DIR/manifest.json`` (format
+``minisnn-rom-2``) with each layer's kind ("bnn" or "subbit"), shapes, word
+widths, address orders and the sha256 of every file. ``--random`` writes a
+demo layer instead. Manifests of format ``minisnn-rom-1`` (no kind: a null
+tau meant a bnn layer) are still read.
+
+``read_layer`` reads a layer back trusting nothing: the manifest is
 validated field by field, file names must name regular files inside the
 ROM directory, sizes are bounded before reading, hashes are checked, and
 every word must be what ``$readmemh`` reads unambiguously here: exactly the
@@ -36,13 +40,13 @@ import sys
 
 import numpy as np
 
-from minisnn import compile as compile_mod
 from minisnn.checkpoint import read_json
-from minisnn.compile import BinaryConvLayer
+from minisnn.romlayer import TAU_RANGE, BinaryConvLayer, check_kind, check_layer
 from minisnn.subbit import NUM_KERNELS
 
 MANIFEST = "manifest.json"
-FORMAT = "minisnn-rom-1"
+FORMAT = "minisnn-rom-2"
+FORMAT_1 = "minisnn-rom-1"  # still read: its layers had no kind, a null tau meant a bnn layer
 _ADDR_IO = "i * c_out + o"
 _ADDR_O = "o"
 MAX_CHANNELS = 1 << 16  # bound on c_in, c_out, height and width read from a manifest
@@ -53,8 +57,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def random_layer(rng, c_in, c_out, tau, height=8, width=8, stride=1, name="random", thresholds=True):
     """A sub-bit layer with a random codebook of 2**tau distinct codes, random
     indices, scale/shift and (if ``thresholds``) thresholds and flips."""
-    if not 1 <= tau <= 9:
-        raise ValueError(f"layer {name}: tau must lie in 1..9, found {tau}")
+    check_kind("subbit", tau, f"layer {name}")
     codebook = rng.choice(NUM_KERNELS, size=2**tau, replace=False).astype(np.uint16)
     idx = rng.integers(0, 2**tau, size=(c_out, c_in)).astype(np.uint16)
     bound = 9 * c_in
@@ -63,47 +66,19 @@ def random_layer(rng, c_in, c_out, tau, height=8, width=8, stride=1, name="rando
         kernel_codes=codebook[idx],
         scale=rng.uniform(0.01, 1.0, size=c_out).astype(np.float32),
         shift=rng.normal(size=c_out).astype(np.float32),
-        tau=tau, codebook=codebook, idx=idx,
+        kind="subbit", tau=tau, codebook=codebook, idx=idx,
         threshold=rng.integers(-bound, bound + 1, size=c_out).astype(np.int32) if thresholds else None,
         flip=rng.random(c_out) < 0.5 if thresholds else None,
     )
 
 
-def _check_layer(layer):
-    """Shapes and ranges the ROM format relies on; ValueError naming the layer."""
-    name, shape = layer.name, (layer.c_out, layer.c_in)
-    codes = np.asarray(layer.kernel_codes)
-    if codes.shape != shape:
-        raise ValueError(f"layer {name}: kernel_codes must have shape {shape}, found {codes.shape}")
-    if codes.size and (codes.min() < 0 or codes.max() >= NUM_KERNELS):
-        raise ValueError(f"layer {name}: kernel_codes must lie in [0, 511], found {codes.min()}..{codes.max()}")
-    if layer.stride not in (1, 2):
-        raise ValueError(f"layer {name}: stride must be 1 or 2, found {layer.stride}")
-    if layer.tau is not None:
-        codebook, idx = np.asarray(layer.codebook), np.asarray(layer.idx)
-        if codebook.shape != (2**layer.tau,):
-            raise ValueError(f"layer {name}: codebook must have shape {(2**layer.tau,)}, found {codebook.shape}")
-        if len(np.unique(codebook)) != codebook.size or codebook.min() < 0 or codebook.max() >= NUM_KERNELS:
-            raise ValueError(f"layer {name}: codebook must hold {codebook.size} distinct codes in [0, 511]")
-        if idx.shape != shape or idx.min() < 0 or idx.max() >= 2**layer.tau:
-            raise ValueError(f"layer {name}: idx must have shape {shape} with values < {2**layer.tau}")
-        if not np.array_equal(codebook[idx], codes):
-            raise ValueError(f"layer {name}: kernel_codes differ from codebook[idx]")
-    for field in ("scale", "shift", "threshold", "flip"):
-        value = getattr(layer, field)
-        if value is not None and np.shape(value) != (layer.c_out,):
-            raise ValueError(f"layer {name}: {field} must have shape {(layer.c_out,)}, found {np.shape(value)}")
-        if field in ("scale", "shift") and value is not None and np.isnan(value).any():
-            raise ValueError(f"layer {name}: {field} holds NaN at output channel "
-                             f"{int(np.flatnonzero(np.isnan(value))[0])}")
-
-
-def _formats(c_in, c_out, tau):
-    """role -> (width, depth, address order) of every ROM a layer of these sizes can have."""
+def _formats(c_in, c_out, kind, tau):
+    """role -> (width, depth, address order) of every ROM a layer of this kind and these
+    sizes can have."""
     formats = {"kernel": (9, c_in * c_out, _ADDR_IO), "threshold": (32, c_out, _ADDR_O),
                "flip": (1, c_out, _ADDR_O), "scale": (32, c_out, _ADDR_O),
                "shift": (32, c_out, _ADDR_O)}
-    if tau is not None:
+    if kind == "subbit":
         formats.update(codebook=(9, 2**tau, "s"), idx=(tau, c_in * c_out, _ADDR_IO))
     return formats
 
@@ -111,7 +86,7 @@ def _formats(c_in, c_out, tau):
 def _rom_specs(layer):
     """(role, words as unsigned ints, width, address order) for every ROM of a layer."""
     words = {"kernel": np.asarray(layer.kernel_codes).T.ravel()}
-    if layer.tau is not None:
+    if layer.kind == "subbit":
         words["codebook"] = np.asarray(layer.codebook).ravel()
         words["idx"] = np.asarray(layer.idx).T.ravel()
     if layer.threshold is not None:
@@ -122,7 +97,7 @@ def _rom_specs(layer):
         value = getattr(layer, role)
         if value is not None:
             words[role] = np.asarray(value, np.float32).view(np.uint32)
-    formats = _formats(layer.c_in, layer.c_out, layer.tau)
+    formats = _formats(layer.c_in, layer.c_out, layer.kind, layer.tau)
     return [(role, w, formats[role][0], formats[role][2]) for role, w in words.items()]
 
 
@@ -133,7 +108,7 @@ def _sha256(path):
 
 def export_layer(layer: BinaryConvLayer, out_dir):
     """Write the ROM files of one layer into ``out_dir``; return its manifest entry."""
-    _check_layer(layer)
+    check_layer(layer)
     os.makedirs(out_dir, exist_ok=True)
     files = {}
     for role, words, width, order in _rom_specs(layer):
@@ -149,7 +124,7 @@ def export_layer(layer: BinaryConvLayer, out_dir):
         "name": layer.name, "c_in": layer.c_in, "c_out": layer.c_out,
         "height": layer.height, "width": layer.width, "stride": layer.stride,
         "out_height": layer.out_height, "out_width": layer.out_width,
-        "tau": layer.tau, "files": files,
+        "kind": layer.kind, "tau": layer.tau, "files": files,
     }
 
 
@@ -234,8 +209,9 @@ def _integer(entry, key, where, low, high):
     return value
 
 
-def _check_entry(entry, where):
-    """Validate one manifest layer entry field by field; ValueError naming the field."""
+def _check_entry(entry, where, fmt):
+    """Validate one manifest layer entry of format ``fmt`` field by field (ValueError
+    naming the field); return the layer's kind."""
     c_in = _integer(entry, "c_in", where, 1, MAX_CHANNELS)
     c_out = _integer(entry, "c_out", where, 1, MAX_CHANNELS)
     height = _integer(entry, "height", where, 1, MAX_CHANNELS)
@@ -244,16 +220,19 @@ def _check_entry(entry, where):
     if type(stride) is not int or stride not in (1, 2):
         raise ValueError(f"{where}: stride must be 1 or 2, found {stride!r}")
     tau = _field(entry, "tau", where)
-    if tau is not None and (type(tau) is not int or not 1 <= tau <= 9):
-        raise ValueError(f"{where}: tau must be null or an integer in 1..9, found {tau!r}")
+    low, high = TAU_RANGE
+    if tau is not None and (type(tau) is not int or not low <= tau <= high):
+        raise ValueError(f"{where}: tau must be null or an integer in {low}..{high}, found {tau!r}")
+    kind = ("bnn" if tau is None else "subbit") if fmt == FORMAT_1 else _field(entry, "kind", where)
+    check_kind(kind, tau, where)
     for key, size in (("out_height", height), ("out_width", width)):
         if key in entry and entry[key] != (size - 1) // stride + 1:
             raise ValueError(f"{where}: {key} is {entry[key]!r}, expected {(size - 1) // stride + 1}")
     files = _field(entry, "files", where)
     if not isinstance(files, dict):
         raise ValueError(f"{where}: files must be an object, found {type(files).__name__}")
-    formats = _formats(c_in, c_out, tau)
-    required = ["kernel"] + (["codebook", "idx"] if tau is not None else [])
+    formats = _formats(c_in, c_out, kind, tau)
+    required = ["kernel"] + (["codebook", "idx"] if kind == "subbit" else [])
     required += ["threshold", "flip"] if "threshold" in files or "flip" in files else []
     for role in required:
         if role not in files:
@@ -271,6 +250,7 @@ def _check_entry(entry, where):
             raise ValueError(f"{here}.sha256 must be 64 hex digits, found {spec['sha256']!r}")
         if not isinstance(_field(spec, "file", here), str):
             raise ValueError(f"{here}.file must be a file name, found {spec['file']!r}")
+    return kind
 
 
 def read_layer(manifest_dir, name) -> BinaryConvLayer:
@@ -281,8 +261,10 @@ def read_layer(manifest_dir, name) -> BinaryConvLayer:
     where = f"manifest {path}"
     if not isinstance(manifest, dict):
         raise ValueError(f"{where}: expected a JSON object, found {type(manifest).__name__}")
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    fmt = manifest.get("format")
+    if fmt not in (FORMAT, FORMAT_1):
+        raise ValueError(f"{where}: format is {fmt!r}, expected {FORMAT!r} (or the older "
+                         f"{FORMAT_1!r})")
     layers = manifest.get("layers")
     if not isinstance(layers, list):
         raise ValueError(f"{where}: layers must be a list of layer objects, found "
@@ -295,7 +277,7 @@ def read_layer(manifest_dir, name) -> BinaryConvLayer:
         raise ValueError(f"{where}: no layer {name!r}, found {sorted(map(str, entries))}")
     entry = entries[name]
     where = f"{where}: layer {name!r}"
-    _check_entry(entry, where)
+    kind = _check_entry(entry, where, fmt)
     c_in, c_out, files = entry["c_in"], entry["c_out"], entry["files"]
     rom = {role: _read_rom(manifest_dir, spec, f"{where}: files.{role}")
            for role, spec in files.items()}
@@ -313,13 +295,14 @@ def read_layer(manifest_dir, name) -> BinaryConvLayer:
         name=name, c_in=c_in, c_out=c_out, height=entry["height"], width=entry["width"],
         stride=entry["stride"],
         kernel_codes=rom["kernel"].reshape(c_in, c_out).T.astype(np.uint16),
-        scale=per_o("scale", np.float32), shift=per_o("shift", np.float32), tau=entry["tau"],
+        scale=per_o("scale", np.float32), shift=per_o("shift", np.float32), kind=kind,
+        tau=entry["tau"],
         codebook=rom["codebook"].astype(np.uint16) if "codebook" in rom else None,
         idx=rom["idx"].reshape(c_in, c_out).T.astype(np.uint16) if "idx" in rom else None,
         threshold=per_o("threshold", np.int32),
         flip=rom["flip"].astype(bool) if "flip" in rom else None,
     )
-    _check_layer(layer)
+    check_layer(layer)
     return layer
 
 
@@ -344,8 +327,9 @@ def main(argv=None):
         if args.random:
             layers = [random_layer(np.random.default_rng(args.seed), args.cin, args.cout, args.tau,
                                    args.height, args.width, args.stride)]
-        else:
-            layers = compile_mod.compile_checkpoint(args.rom).layers
+        else:  # the engine only here: writing and reading ROMs need none of it
+            from minisnn.compile import compile_checkpoint
+            layers = compile_checkpoint(args.rom).layers
         if args.layer is not None:
             layers = [l for l in layers if l.name == args.layer]
             if not layers:
@@ -356,7 +340,9 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for e in entries:
-        print(f"{e['name']}: {e['c_out']}x{e['c_in']} tau={e['tau']} -> {', '.join(f['file'] for f in e['files'].values())}")
+        kind = f"subbit tau={e['tau']}" if e["kind"] == "subbit" else "bnn"
+        print(f"{e['name']}: {e['c_out']}x{e['c_in']} {kind} -> "
+              f"{', '.join(f['file'] for f in e['files'].values())}")
     print(f"wrote {path}")
     return 0
 

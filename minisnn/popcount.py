@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 from .bitpack import (check_codes, check_nchw, check_stride, num_words, output_size,
                       pack_activations, pack_patch_weights, patch_codes, patch_layout, tap_masks)
 from .functional import conv2d_forward_reference, pad_nchw
-from .subbit import NUM_KERNELS
+from .romlayer import check_codebook
 
 # Sub-bit W/A1: a compile-time tile width lets LLVM unroll the lane adds
 # into straight vector code (256 uint8 = 8 AVX2 registers); A1_BLOCK input
@@ -718,16 +718,7 @@ def _pad_columns(idx, group):
 
 
 def _check_codebook(codebook, idx, c_in):
-    """Validate (codebook, idx) against c_in; return them contiguous for numba."""
-    codebook = check_codes(codebook, "codebook", 1)
-    n_sub = codebook.shape[0]
-    if n_sub < 2 or n_sub & (n_sub - 1) or n_sub > NUM_KERNELS:
-        raise ValueError(f"codebook must hold 2**tau codes (tau 1..9), found {n_sub}")
-    if np.unique(codebook).size != n_sub:
-        raise ValueError(f"codebook codes must be distinct, found duplicates in {codebook.tolist()}")
-    idx = np.asarray(idx)
-    if idx.dtype.kind not in "iu" or idx.ndim != 2 or idx.shape[1] != c_in or idx.shape[0] == 0:
-        raise ValueError(f"idx must be an integer (C_out, {c_in}) array, found {idx.dtype} {idx.shape}")
-    if idx.min() < 0 or idx.max() >= n_sub:
-        raise ValueError(f"idx must lie in [0, {n_sub}), found {idx.min()}..{idx.max()}")
+    """Validate (codebook, idx) against c_in (romlayer.check_codebook); return them
+    contiguous for numba."""
+    codebook, idx = check_codebook(codebook, idx, c_in)
     return np.ascontiguousarray(codebook), np.ascontiguousarray(idx, dtype=np.intp)

@@ -2,7 +2,7 @@
 
 An engine configuration (:class:`EngineConfig`) picks the engine, its
 lanes and Dot9 units, the activation width and the sub-bit table storage;
-this module gives, for a layer record (minisnn.compile.BinaryConvLayer):
+this module gives, for a layer record (minisnn.romlayer.BinaryConvLayer):
 
 - the golden outputs: exact integer sums of the 3x3 conv (padding 1) of
   A-bit activations with the layer's +-1 kernels, and threshold bits;
@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from minisnn import popcount
-from minisnn.compile import BinaryConvLayer
+from minisnn.romlayer import BinaryConvLayer
 from minisnn.subbit import codes_to_kernels
 
 ENGINES = ("bnn", "snn", "dec")  # BNN, sub-bit (shared Dot9 table), decompress
@@ -85,7 +85,7 @@ def check_config(layer: BinaryConvLayer, cfg: EngineConfig):
         if cfg.dot9 % cfg.lanes:
             raise ValueError(f"{name}: the bnn engine needs dot9 a multiple of lanes, found {cfg.dot9}, {cfg.lanes}")
         return
-    if layer.tau is None:
+    if layer.kind != "subbit":
         raise ValueError(f"{name}: the {cfg.engine} engine needs a sub-bit layer (tau, codebook, idx)")
     if cfg.engine == "dec" and cfg.dot9 % cfg.lanes:
         raise ValueError(f"{name}: the dec engine needs dot9 a multiple of lanes, found {cfg.dot9}, {cfg.lanes}")
@@ -281,7 +281,7 @@ def cycle_model(c_in, c_out, height, width, stride, cfg: EngineConfig, tau=None,
     (STEPS, Dot9 only) and a drain stage (GROUPS, lanes only) after its last."""
     layer = BinaryConvLayer(name="model", c_in=c_in, c_out=c_out, height=height, width=width,
                             stride=stride, kernel_codes=np.zeros((c_out, c_in), np.uint16),
-                            scale=None, shift=None, tau=tau)
+                            scale=None, shift=None, kind="bnn" if tau is None else "subbit", tau=tau)
     geo = geometry(layer, cfg)
     snn = cfg.engine == "snn"
     sl = max(geo.steps, geo.groups) if snn else geo.groups

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from minisnn import rtlmodel
-from minisnn.compile import BinaryConvLayer
+from minisnn.romlayer import BinaryConvLayer
 from minisnn.rtlmodel import EngineConfig
 
 RTL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rtl")

@@ -158,10 +158,12 @@ def _layer(shape, point, height, width, seed):
     run of the sweep synthesizes the same memory contents)."""
     digest = hashlib.sha256(dataclasses.replace(point, target="").key().encode()).digest()
     rng = np.random.default_rng([seed, int.from_bytes(digest[:4], "little")])
+    # a bnn point draws its kernels as a tau = 9 codebook would (any of the 512 codes),
+    # then drops the codebook: the same random stream, so the same memories, as before
     layer = random_layer(rng, shape.c_in, shape.c_out, point.tau or 9, height, width, shape.stride,
                          name=shape.name.replace(" ", "_"))
     if point.engine == "bnn":
-        layer = dataclasses.replace(layer, tau=None, codebook=None, idx=None)
+        layer = dataclasses.replace(layer, kind="bnn", tau=None, codebook=None, idx=None)
     return rtlmodel.with_random_thresholds(layer, rng, point.act_bits), rng
 
 

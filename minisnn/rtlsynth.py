@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 
 from minisnn import rtlmodel, rtlsim
-from minisnn.compile import BinaryConvLayer
+from minisnn.romlayer import BinaryConvLayer
 from minisnn.rtlmodel import EngineConfig
 
 TARGETS = ("generic", "ice40", "xilinx")

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minisnn.compile import BinaryConvLayer
-from minisnn.export import MANIFEST, export_layer, random_layer, read_layer, write_manifest
+from minisnn.export import (FORMAT_1, MANIFEST, export_layer, random_layer, read_layer,
+                            write_manifest)
+from minisnn.romlayer import BinaryConvLayer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,8 @@ def _assert_same_layer(a, b):
 def test_manifest_shapes_widths_and_hashes(tmp_path):
     layer = random_layer(np.random.default_rng(0), 5, 7, 3, 6, 4, 2, name="conv1")
     entry = _export(tmp_path, layer)["layers"][0]
-    assert (entry["name"], entry["c_in"], entry["c_out"], entry["tau"]) == ("conv1", 5, 7, 3)
+    assert (entry["name"], entry["c_in"], entry["c_out"], entry["kind"], entry["tau"]) == \
+        ("conv1", 5, 7, "subbit", 3)
     assert (entry["out_height"], entry["out_width"]) == (3, 2)
     expect = {"kernel": (9, 35), "codebook": (9, 8), "idx": (3, 35), "threshold": (32, 7),
               "flip": (1, 7), "scale": (32, 7), "shift": (32, 7)}
@@ -68,10 +70,32 @@ def test_round_trip_plain_bnn_layer(tmp_path):
         name="bnn", c_in=3, c_out=4, height=5, width=5, stride=1,
         kernel_codes=rng.integers(0, 512, (4, 3)).astype(np.uint16),
         scale=np.full(4, 0.5, np.float32), shift=np.array([-1.5, 0, 2, np.inf], np.float32),
-        threshold=np.array([-2**31, -1, 0, 2**31 - 1], np.int32), flip=np.array([1, 0, 1, 0], bool))
+        kind="bnn", threshold=np.array([-2**31, -1, 0, 2**31 - 1], np.int32), flip=np.array([1, 0, 1, 0], bool))
     entry = _export(tmp_path, layer)["layers"][0]
-    assert "codebook" not in entry["files"] and "idx" not in entry["files"] and entry["tau"] is None
+    assert "codebook" not in entry["files"] and "idx" not in entry["files"]
+    assert entry["kind"] == "bnn" and entry["tau"] is None
     _assert_same_layer(read_layer(tmp_path, "bnn"), layer)
+
+
+def test_a_tau_9_layer_stays_subbit(tmp_path):
+    layer = random_layer(np.random.default_rng(4), 3, 2, 9)  # all 512 kernels in the codebook
+    entry = _export(tmp_path, layer)["layers"][0]
+    assert entry["kind"] == "subbit" and "codebook" in entry["files"]
+    _assert_same_layer(read_layer(tmp_path, "random"), layer)
+
+
+@pytest.mark.parametrize("tau", [None, 3])
+def test_format_1_manifests_without_a_kind_are_still_read(tmp_path, tau):
+    layer = random_layer(np.random.default_rng(5), 3, 4, tau or 2)
+    if tau is None:
+        layer = dataclasses.replace(layer, kind="bnn", tau=None, codebook=None, idx=None)
+    manifest = _export(tmp_path, layer)
+    manifest["format"] = FORMAT_1  # as minisnn-rom-1 wrote it: a null tau is a bnn layer
+    del manifest["layers"][0]["kind"]
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    back = read_layer(tmp_path, "random")
+    assert back.kind == layer.kind
+    _assert_same_layer(back, layer)
 
 
 def test_corrupted_rom_names_the_file(tmp_path):
@@ -178,7 +202,9 @@ def test_nan_scale_or_shift_bit_patterns_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda m: m.pop("format"), r"format is None, expected 'minisnn-rom-1'"),
+    (lambda m: m.pop("format"), r"format is None, expected 'minisnn-rom-2' \(or the older "
+                                r"'minisnn-rom-1'\)"),
+    (lambda m: m.update(format="minisnn-rom-3"), r"format is 'minisnn-rom-3', expected"),
     (lambda m: m.update(layers={}), r"layers must be a list of layer objects"),
     (lambda m: m["layers"].insert(0, 7), r"layers\[0\] must be an object, found int"),
     (lambda m: m["layers"][0].pop("c_in"), r"missing field 'c_in'"),
@@ -186,6 +212,12 @@ def test_nan_scale_or_shift_bit_patterns_are_refused(tmp_path):
     (lambda m: m["layers"][0].update(c_out=True), r"c_out must be an integer in 1\.\.65536, found True"),
     (lambda m: m["layers"][0].update(stride=3), r"stride must be 1 or 2, found 3"),
     (lambda m: m["layers"][0].update(tau=12), r"tau must be null or an integer in 1\.\.9, found 12"),
+    (lambda m: m["layers"][0].pop("kind"), r"missing field 'kind'"),
+    (lambda m: m["layers"][0].update(kind="binary"), r"kind must be one of \('bnn', 'subbit'\), "
+                                                     r"found 'binary'"),
+    (lambda m: m["layers"][0].update(kind="bnn"), r"a bnn layer has no tau, found 3"),
+    (lambda m: m["layers"][0].update(tau=None), r"a subbit layer needs tau, an integer in "
+                                                r"1\.\.9, found None"),
     (lambda m: m["layers"][0].update(out_height=99), r"out_height is 99, expected 11"),
     (lambda m: m["layers"][0].update(files=[]), r"files must be an object"),
     (lambda m: m["layers"][0]["files"].pop("kernel"), r"files lacks 'kernel'"),

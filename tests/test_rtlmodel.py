@@ -119,7 +119,7 @@ def test_stream_words_pack_channels_lowest_first():
 
 def test_check_config_names_the_problem():
     layer = _layer(0, 4, 4, 3, 4, 4, 1)
-    bnn = dataclasses.replace(layer, tau=None, codebook=None, idx=None)
+    bnn = dataclasses.replace(layer, kind="bnn", tau=None, codebook=None, idx=None)
     for cfg, bad, message in [
         (EngineConfig("bnn", 3, 4), layer, "dot9 a multiple of lanes"),
         (EngineConfig("snn", 2, 3), layer, "power of two <= 2\\^tau = 8"),

@@ -48,9 +48,9 @@ def row(args, name):
     if quant == "fp":
         r.update(bits_per_weight=32.0, size_bytes=int(totals["fp_bytes"]), dot9_ops=None)
     else:
-        tau = 9 if quant == "bnn" else m["model"]["tau"]
         key = "bnn" if quant == "bnn" else "snn"
-        r.update(bits_per_weight=round(tau / 9, 4), size_bytes=int(totals[f"{key}_bytes"]),
+        bits = 1.0 if quant == "bnn" else m["model"]["tau"] / 9  # sub-bit: tau bits per 9 weights
+        r.update(bits_per_weight=round(bits, 4), size_bytes=int(totals[f"{key}_bytes"]),
                  dot9_ops=int(totals[f"{key}_dot9"]))
         r.update(compression_vs_bnn=round(totals["bnn_bytes"] / r["size_bytes"], 3),
                  dot9_reduction_vs_bnn=round(totals["bnn_dot9"] / r["dot9_ops"], 3))
