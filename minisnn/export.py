@@ -14,7 +14,8 @@ ROM directory, sizes are bounded before reading, hashes are checked, and
 every word must be what ``$readmemh`` reads unambiguously here: exactly the
 hex digits of its declared width, one per line, each line ending in a
 newline (so ``0x1f``, ``-1``, ``+1f``, ``1_f`` or ``x`` are refused naming
-the file and line); NaN scale or shift bit patterns are refused too.
+the file and line); NaN scale or shift bit patterns are refused too. The
+Verilog co-simulation (minisnn.rtlsim) reads its layers through it.
 
 Files per layer NAME (address orders as the RTL reads them):
   NAME.kernel.hex     c_in*c_out words, 9 bits, kernel code, address i*c_out + o

@@ -1,15 +1,26 @@
 """Co-simulation of the Verilog engines (rtl/conv_layer.v) under Icarus.
 
-``simulate`` writes the engine's memory images and the input beats
-(minisnn.rtlmodel) into a temporary directory, runs rtl/tb/tb_layer.v with
-iverilog/vvp (compiled testbenches are cached per parameter set), optionally
-with random valid/ready stalls, and reads the output beats back.
-``check_layer`` and ``check_chain`` compare them with the golden model and
-the exact cycle model and raise on the first difference.
+The engines run layers read from ROM files: ``simulate_rom`` and
+``check_rom`` take a directory ``python -m minisnn.export`` wrote and read
+the layer through export.read_layer, so a file that differs from its
+manifest (or is no ``$readmemh`` text) is refused before anything runs, and
+what is simulated is what was exported. ``simulate`` and ``check_layer``
+(``simulate_chain``, ``check_chain``) take layer records and send them the
+same way: export writes them into a temporary ROM directory and the
+simulation reads them back from there.
+
+From the layer read, the engine's memory images (packed per lane and Dot9
+unit for the configuration) and the input beats (minisnn.rtlmodel) go into a
+temporary directory; rtl/tb/tb_layer.v runs with iverilog/vvp (compiled
+testbenches are cached per parameter set), optionally with random
+valid/ready stalls, and the output beats are read back. The ``check_*``
+functions compare them with the golden model and the exact cycle model and
+raise on the first difference.
 
 The synthesizable sources are listed, in order, in rtl/sources.f.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -20,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from minisnn import rtlmodel
+from minisnn import export, rtlmodel
 from minisnn.romlayer import BinaryConvLayer
 from minisnn.rtlmodel import EngineConfig
 
@@ -154,12 +165,39 @@ def _budget(cycles, stall_in, stall_out):
     return 20 * cycles * (1 + 100 // max(1, 100 - max(stall_in, stall_out))) + 10000
 
 
+@contextlib.contextmanager
+def exported(layers):
+    """A temporary ROM directory holding ``layers`` as ``python -m minisnn.export`` writes
+    them (ROM files and manifest.json); removed on leaving the context."""
+    names = [layer.name for layer in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers exported together need distinct names, found {names}")
+    with tempfile.TemporaryDirectory(prefix="minisnn-rom-") as rom:
+        export.write_manifest(rom, [export.export_layer(layer, rom) for layer in layers])
+        yield rom
+
+
 def simulate(layer: BinaryConvLayer, codes, cfg: EngineConfig, stall_in=0, stall_out=0, seed=1,
              tlast_every=None):
+    """simulate_rom of ``layer`` exported into a temporary ROM directory: the engine
+    runs what export wrote and export.read_layer read back."""
+    with exported([layer]) as rom:
+        return simulate_rom(rom, layer.name, codes, cfg, stall_in, stall_out, seed, tlast_every)
+
+
+def simulate_rom(rom_dir, name, codes, cfg: EngineConfig, stall_in=0, stall_out=0, seed=1,
+                 tlast_every=None):
     """Stream images of activation codes (C_in, H, W) or (N, C_in, H, W) through
-    conv_layer.v; ``stall_in`` / ``stall_out``: percent of cycles the input
-    withholds a beat / the output is not ready; ``tlast_every`` beats an input
-    tlast instead of H*W (to test the engine's check). Returns SimResult."""
+    conv_layer.v running layer ``name`` of the ROM directory ``rom_dir``, as
+    export.read_layer reads it (ValueError naming the file on any fault);
+    ``stall_in`` / ``stall_out``: percent of cycles the input withholds a beat / the
+    output is not ready; ``tlast_every`` beats an input tlast instead of H*W (to test
+    the engine's check). Returns SimResult."""
+    return _run_layer(export.read_layer(rom_dir, name), codes, cfg, stall_in, stall_out, seed,
+                      tlast_every)
+
+
+def _run_layer(layer, codes, cfg, stall_in, stall_out, seed, tlast_every=None):
     images = _images(layer, codes, cfg.act_bits)
     where = f"layer {layer.name} ({rtlmodel.describe(cfg, layer.tau)})"
     params = _tb_params(layer, cfg, len(images))
@@ -181,8 +219,11 @@ def _result(layer, cfg, beats, cycles):
 
 def simulate_chain(layer1: BinaryConvLayer, cfg1: EngineConfig, layer2: BinaryConvLayer, cfg2: EngineConfig,
                    codes, stall_in=0, stall_out=0, seed=1):
-    """Two layers in a row: layer 1's threshold bits (cfg1.out 'bits') are layer 2's
-    1-bit activations. Returns layer 2's SimResult."""
+    """Two layers in a row, both exported into a temporary ROM directory and read back
+    from there: layer 1's threshold bits (cfg1.out 'bits') are layer 2's 1-bit
+    activations. Returns layer 2's SimResult."""
+    with exported([layer1, layer2]) as rom:
+        layer1, layer2 = [export.read_layer(rom, layer.name) for layer in (layer1, layer2)]
     if layer1.threshold is None or cfg1.out != "bits":
         raise ValueError(f"layer {layer1.name}: a chained first layer needs thresholds and out='bits'")
     if cfg2.act_bits != 1 or (layer2.c_in, layer2.height, layer2.width) != (
@@ -230,13 +271,26 @@ def _compare(result, sums, bits, cfg, where):
 
 
 def check_layer(layer: BinaryConvLayer, codes, cfg: EngineConfig, stall_in=0, stall_out=0, seed=1):
-    """simulate, then ValueError at the first sum or bit that differs from the golden
-    model, or (without stalls) a cycle count that differs from cycle_model."""
+    """simulate (``layer`` through its ROM files), then ValueError at the first sum or
+    bit that differs from the golden model of ``layer`` itself, or (without stalls) a
+    cycle count that differs from cycle_model."""
     result = simulate(layer, codes, cfg, stall_in, stall_out, seed)
+    return _check(layer, codes, cfg, result, stall_in or stall_out)
+
+
+def check_rom(rom_dir, name, codes, cfg: EngineConfig, stall_in=0, stall_out=0, seed=1):
+    """check_layer for layer ``name`` of a ROM directory export wrote: read once by
+    export.read_layer, simulated and checked against the golden model of what was read."""
+    layer = export.read_layer(rom_dir, name)
+    result = _run_layer(layer, codes, cfg, stall_in, stall_out, seed)
+    return _check(layer, codes, cfg, result, stall_in or stall_out)
+
+
+def _check(layer, codes, cfg, result, stalled):
     where = f"layer {layer.name} ({rtlmodel.describe(cfg, layer.tau)})"
     sums, bits = golden(layer, codes, cfg.act_bits)
     _compare(result, sums, bits, cfg, where)
-    if stall_in == 0 and stall_out == 0:
+    if not stalled:
         model = rtlmodel.cycle_model(layer.c_in, layer.c_out, layer.height, layer.width, layer.stride, cfg,
                                      layer.tau, len(sums))
         if result.cycles != model:

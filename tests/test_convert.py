@@ -282,7 +282,7 @@ def test_a_full_width_conversion_runs_a_512_channel_conv_on_the_verilog_engines(
     conv = next(c for b in compiled.blocks for c in b.convs if c.layer.name == name)
     entry = export.export_layer(conv.layer, tmp_path / "rom")
     export.write_manifest(tmp_path / "rom", [entry])
-    layer = export.read_layer(tmp_path / "rom", name)
+    layer = export.read_layer(tmp_path / "rom", name)  # what the simulation reads
     assert (layer.c_in, layer.c_out, layer.height, layer.width) == (512, 512, 2, 2)
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     signs, _ = C.capture(model, name, x)
@@ -290,5 +290,5 @@ def test_a_full_width_conversion_runs_a_512_channel_conv_on_the_verilog_engines(
     codes = rtlmodel.codes_from_signs(signs[0])
     for cfg in (rtlmodel.EngineConfig("bnn", lanes=16, dot9=16),
                 rtlmodel.EngineConfig("snn", lanes=64, dot9=16)):
-        sim = rtlsim.check_layer(layer, codes, cfg)  # the golden and the cycle model too
+        sim = rtlsim.check_rom(tmp_path / "rom", name, codes, cfg)  # golden and cycle model too
         np.testing.assert_array_equal(sim.sums[0], engine_sums)

@@ -1,15 +1,19 @@
 """Verilog engines (rtl/conv_layer.v) co-simulated against the golden model."""
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minisnn import rtlmodel, rtlsim
+from minisnn import export, rtlmodel, rtlsim
 from minisnn.export import random_layer
 from minisnn.rtlmodel import EngineConfig
 
@@ -136,6 +140,106 @@ def test_input_tlast_at_the_wrong_beat_is_flagged():
     codes = rtlmodel.random_codes(rng, (2, 2, 3, 3), 1)
     with pytest.raises(ValueError, match="input tlast errors"):
         rtlsim.simulate(layer, codes, EngineConfig("bnn", 2, 2), tlast_every=8)
+
+
+# --------------------------------------------------------------- the ROM files on disk
+
+def _export(root, layer):
+    export.write_manifest(root, [export.export_layer(layer, root)])
+    return root
+
+
+def _forge(root, role, line, word):
+    """Replace one word of a ROM file and give the manifest its sha256: a consistent forgery."""
+    manifest = json.loads((root / export.MANIFEST).read_text())
+    spec = manifest["layers"][0]["files"][role]
+    path = root / spec["file"]
+    lines = path.read_text().splitlines()
+    lines[line] = word
+    path.write_text("\n".join(lines) + "\n")
+    spec["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (root / export.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_the_engine_runs_the_rom_files_not_the_record_they_came_from(tmp_path):
+    rng = np.random.default_rng(8)
+    layer = random_layer(rng, 3, 4, 2, 4, 4, 1, thresholds=False)
+    layer = dataclasses.replace(layer, kind="bnn", tau=None, codebook=None, idx=None)
+    codes = rtlmodel.random_codes(rng, (3, 4, 4), 1)
+    cfg = EngineConfig("bnn", 2, 2)
+    before = rtlsim.check_rom(_export(tmp_path, layer), "random", codes, cfg).sums
+    np.testing.assert_array_equal(before, rtlsim.golden(layer, codes, 1)[0])
+    # kernel word 5 is input channel 1 of output channel 1 (address i * c_out + o): all
+    # nine taps flipped, so that channel's sums change wherever input 1 contributes
+    word = int((tmp_path / "random.kernel.hex").read_text().split()[5], 16) ^ 0x1FF
+    _forge(tmp_path, "kernel", 5, f"{word:03x}")
+    forged = export.read_layer(tmp_path, "random")
+    after = rtlsim.check_rom(tmp_path, "random", codes, cfg).sums
+    np.testing.assert_array_equal(after, rtlsim.golden(forged, codes, 1)[0])
+    assert not np.array_equal(after[:, 1], before[:, 1])
+    np.testing.assert_array_equal(np.delete(after, 1, axis=1), np.delete(before, 1, axis=1))
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("hash", r"random\.idx\.hex: sha256 \w+ differs from the manifest's"),
+    ("word", r"random\.idx\.hex, line 2: '0x1' is not a 2-bit \$readmemh word"),
+])
+def test_a_damaged_rom_file_is_refused_before_anything_runs(tmp_path, monkeypatch, fault, message):
+    rng = np.random.default_rng(9)
+    _export(tmp_path, random_layer(rng, 2, 3, 2, 3, 3, 1))
+    if fault == "hash":
+        path = tmp_path / "random.idx.hex"
+        words = path.read_text().split()
+        words[0] = "%x" % ((int(words[0], 16) + 1) % 4)  # a valid index, not the exported one
+        path.write_text("\n".join(words) + "\n")
+    else:
+        _forge(tmp_path, "idx", 1, "0x1")
+    monkeypatch.setattr(rtlsim, "_simulate", lambda *a, **k: pytest.fail("the simulation ran"))
+    codes = rtlmodel.random_codes(rng, (2, 3, 3), 1)
+    for run in (rtlsim.check_rom, rtlsim.simulate_rom):
+        with pytest.raises(ValueError, match=message):
+            run(tmp_path, "random", codes, EngineConfig("snn", 2, 2))
+
+
+def test_records_reach_the_engine_through_export_and_back(monkeypatch):
+    rng = np.random.default_rng(10)
+    layer = random_layer(rng, 2, 2, 1, 3, 3, 1)
+    codes = rtlmodel.random_codes(rng, (2, 3, 3), 1)
+    read = []
+    real = export.read_layer
+    monkeypatch.setattr(export, "read_layer", lambda d, n: read.append((sorted(os.listdir(d)), n))
+                        or real(d, n))
+    rtlsim.check_layer(layer, codes, EngineConfig("bnn", 2, 2))
+    assert read == [(sorted([export.MANIFEST] + [f"random.{role}.hex" for role in (
+        "codebook", "flip", "idx", "kernel", "scale", "shift", "threshold")]), "random")]
+    # the engine never uses scale, but export refuses a NaN there, so the simulation does too
+    layer.scale[1] = np.nan
+    with pytest.raises(ValueError, match="layer random: scale holds NaN at output channel 1"):
+        rtlsim.check_layer(layer, codes, EngineConfig("bnn", 2, 2))
+
+
+def test_a_model_exported_by_the_cli_runs_on_the_engine_as_the_integer_engine(tmp_path):
+    """python -m minisnn.export --rom writes the ROMs of a sub-bit W/1A ResNet-20; one of
+    its layers, read from them, gives the integer engine's sums on what an image makes
+    of its input."""
+    from minisnn import checkpoint, models
+    from minisnn import compile as C
+    model = models.resnet20("snn", "binary", tau=4, seed=0).eval()
+    path = tmp_path / "m.npz"
+    checkpoint.save_checkpoint(path, {f"model.{k}": v for k, v in model.state_dict().items()},
+                               {"model": model.config})
+    proc = subprocess.run([sys.executable, "-m", "minisnn.export", "--rom", str(path), "--out",
+                           str(tmp_path / "rom")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "layer3.0.conv2: 64x64 subbit tau=4 -> " in proc.stdout
+    name = "layer3.0.conv2"
+    conv = next(c for b in C.compile_model(model).blocks for c in b.convs if c.layer.name == name)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    inp, _ = C.capture(model, name, x)
+    codes = rtlmodel.codes_from_signs(np.where(inp[0] >= 0, 1, -1))  # the engine's sign
+    for cfg in (EngineConfig("snn", 16, 4), EngineConfig("dec", 8, 8)):
+        sim = rtlsim.check_rom(tmp_path / "rom", name, codes, cfg)
+        np.testing.assert_array_equal(sim.sums, conv.sums(inp))
 
 
 # --------------------------------------------------------------- trained model

@@ -53,7 +53,9 @@ def main(argv=None):
                "dec": rtlmodel.EngineConfig("dec", lanes=args.dot9, dot9=args.dot9)}
     rows = {}
     for engine, cfg in configs.items():
-        sim = rtlsim.check_layer(layer, codes, cfg)  # raises on a mismatch with golden or cycle model
+        # the engine runs the layer read from the ROM files; raises on a mismatch with the
+        # golden or the cycle model
+        sim = rtlsim.check_rom(rom_dir, args.layer, codes, cfg)
         float_equal = bool(np.array_equal(sim.sums[0].astype(np.float32) * alpha, out[0]))
         if not float_equal:
             raise SystemExit(f"{args.layer} ({engine}): RTL sums times alpha differ from the "
