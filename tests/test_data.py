@@ -643,6 +643,13 @@ def _flipped(blob, offset, n=16):
     return bytes(out)
 
 
+def _refused_by_both_loaders(path, pattern):
+    with pytest.raises(DataError, match=pattern):
+        load_cifar10(path, progress=False)
+    with pytest.raises(DataError, match=pattern):
+        load_image_folder(path, limit_per_class=1)
+
+
 def test_a_damaged_member_header_part_way_through_fails(tmp_path, cache):
     ds = make_dataset(2, 3)
     plain = write_tar(tmp_path / "whole.tar", image_members(ds), mode="w")
@@ -653,11 +660,8 @@ def test_a_damaged_member_header_part_way_through_fails(tmp_path, cache):
     for name, payload in (("bad.tar", blob), ("bad.tar.gz", gzip.compress(blob, mtime=0))):
         path = tmp_path / name
         path.write_bytes(payload)
-        pattern = rf"{name}: truncated or corrupt archive: .*not a tar member header at offset"
-        with pytest.raises(DataError, match=pattern):
-            load_cifar10(path, progress=False)
-        with pytest.raises(DataError, match=pattern):
-            load_image_folder(path, limit_per_class=1)
+        _refused_by_both_loaders(path, rf"{name}: truncated or corrupt archive: .*not a tar "
+                                       "member header at offset")
     assert not list(cache.glob("*.npz")), "nothing cached"
 
 
@@ -711,11 +715,7 @@ def test_a_cifar_archive_with_flipped_bytes_in_its_compressed_stream_fails(tmp_p
     assert any(n.startswith("test/") for n in names) and len(names) < members
     path = tmp_path / "cifar10-jpg.tar.gz"
     path.write_bytes(bad)
-    pattern = r"cifar10-jpg\.tar\.gz: truncated or corrupt archive"
-    with pytest.raises(DataError, match=pattern):
-        load_cifar10(path, progress=False)
-    with pytest.raises(DataError, match=pattern):
-        load_image_folder(path, limit_per_class=1)
+    _refused_by_both_loaders(path, r"cifar10-jpg\.tar\.gz: truncated or corrupt archive")
     assert not list(cache.glob("*.npz")), "nothing cached"
 
 
