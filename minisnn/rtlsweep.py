@@ -158,8 +158,8 @@ def _layer(shape, point, height, width, seed):
     run of the sweep synthesizes the same memory contents)."""
     digest = hashlib.sha256(dataclasses.replace(point, target="").key().encode()).digest()
     rng = np.random.default_rng([seed, int.from_bytes(digest[:4], "little")])
-    # a bnn point draws its kernels as a tau = 9 codebook would (any of the 512 codes),
-    # then drops the codebook: the same random stream, so the same memories, as before
+    # a bnn point draws its kernels as a tau = 9 codebook would (any of the 512 codes) and
+    # drops the codebook: one seeded stream for every engine fixes the memories synthesized
     layer = random_layer(rng, shape.c_in, shape.c_out, point.tau or 9, height, width, shape.stride,
                          name=shape.name.replace(" ", "_"))
     if point.engine == "bnn":
