@@ -254,8 +254,9 @@ def place_point(point, seed, netlists, counts):
             start = time.time()
             try:
                 placed = rtlsynth.place(netlist, device, timeout=PNR_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                placed = None
+            except subprocess.TimeoutExpired:  # a larger device would take longer still
+                result["timeout"] = device
+                break
             if placed is not None:
                 result = dict(placed, pnr_seconds=round(time.time() - start, 1))
                 break
