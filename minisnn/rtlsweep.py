@@ -123,7 +123,9 @@ def _ice40_configs(act_bits, tau):
                 ("snn", "ram"): [(8, 2), (8, 4), (16, 4), (16, 8)], ("snn", "reg"): [(8, 4)],
                 ("dec", None): [(8, 8), (16, 16)]}
     return {("bnn", None): [(16, 16)] if act_bits == 1 else [(16, 16), (32, 32)],
-            ("snn", "ram"): [(l, _balanced_dot9(tau, l, c)) for l in ((8, 16) if act_bits == 1 else (16,))],
+            # at A > 1 a table entry is wider: (8, 2) is what fits a UP5K's block RAMs
+            ("snn", "ram"): ([(l, _balanced_dot9(tau, l, c)) for l in (8, 16)] if act_bits == 1
+                             else [(8, 2), (16, _balanced_dot9(tau, 16, c))]),
             ("snn", "reg"): [(8, _balanced_dot9(tau, 8, c))] if act_bits == 1 else [],
             ("dec", None): [(16, 16)] if act_bits == 1 else []}
 
@@ -510,6 +512,9 @@ def headline(rows):
                     and r["dot9_units"] == XILINX_DOT9]
             bnn = [r for r in lut6 if r["engine"] == "bnn" and r["lanes"] == XILINX_DOT9]
             snn = [r for r in lut6 if r["engine"] == "snn" and r["tau"] == tau]
+            for key in ("equal_dot9_lanes_per_dot9", "equal_dot9_speedup_resnet18", "equal_dot9_area_time_xilinx",
+                        "equal_area_speedup_ice40"):
+                head[key][str(tau)][a] = None  # stays None where the rows do not decide it
             if bnn and snn:
                 base = resnet18_cycles(bnn[0])
                 area_time = lambda r: (r["lut"] + r["lutram"]) * r["cycles"]  # noqa: E731
