@@ -158,7 +158,7 @@ def sweep_tiers(quick=False):
     """Synthesis points in tiers, most needed first: A = 1 at tau = 5; A = 1 at tau = 4, 6;
     then A = 4. A sweep synthesizes, places and simulates one tier before the next."""
     if quick:  # one configuration per variant, for a first look
-        cfg = {("bnn", None): [(8, 8)], ("snn", "reg"): [(8, 4)], ("snn", "ram"): [(16, 8)],
+        cfg = {("bnn", None): [(8, 8)], ("snn", "reg"): [(8, 4)], ("snn", "ram"): [(8, 4)],
                ("dec", None): [(8, 8)]}
         return [_grid_points("ice40", ICE40_SHAPE, 1, (5,), lambda a, t: cfg)]
     tiers, seen = [], set()
