@@ -465,11 +465,12 @@ def _run_rtl(args):
     """Simulate (bit-exact, cycle model), synthesize and place the engines; see
     minisnn/rtlsweep.py. --sweep runs the full grid into rtl/results.json."""
     import os
+    import tempfile
 
     from . import rtlsweep
 
     if not args.sweep:  # a first look, kept apart from the committed results
-        root = os.path.join("runs", "rtl-quick")
+        root = os.path.join(tempfile.gettempdir(), "minisnn-rtl-quick")
         args.out, args.cache, args.plots = (os.path.join(root, "results.json"), os.path.join(root, "cache.jsonl"),
                                             root)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -480,15 +481,18 @@ def _run_rtl(args):
 
 
 def _register_rtl(sub):
+    import os
+    import tempfile
+
     p = sub.add_parser("rtl", help="simulated, synthesized and placed Verilog engines",
                        description="The BNN, sub-bit (register or RAM table) and decompress engines of "
                                    "rtl/: co-simulated at reduced size (bit-exact, cycle model), cycles at "
                                    "full size, yosys iCE40 and LUT6 counts, nextpnr-ice40 fmax. Without "
-                                   "--sweep: one configuration per engine (tau 5, A 1) into runs/rtl-quick/.")
+                                   "--sweep: one configuration per engine (tau 5, A 1), written under the temporary directory.")
     p.add_argument("--sweep", action="store_true",
-                   help="the full grid (engines, tau 4/5/6, A 1/2/4/8, lanes, Dot9 units); resumable, hours")
+                   help="the full grid (engines, tau 4/5/6, A 1/2/4/8, lanes, Dot9 units); resumable, about an hour")
     p.add_argument("--out", default="rtl/results.json", help="results JSON (--sweep)")
-    p.add_argument("--cache", default="runs/rtl-sweep/cache.jsonl",
+    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "minisnn-rtl-sweep", "cache.jsonl"),
                    help="one JSON line per measurement; a rerun skips what it holds (--sweep)")
     p.add_argument("--plots", default="rtl", help="directory of the PNG plots (--sweep)")
     p.add_argument("--workers", type=int, default=2, help="parallel simulations / syntheses")

@@ -313,7 +313,7 @@ def cycle_model(c_in, c_out, height, width, stride, cfg: EngineConfig, tau=None,
             free_at = last + (first_len if items == 1 else sl)
         if snn:  # drain: lanes of the image's last item
             last, free_at = free_at, free_at + geo.groups
-        end = last + geo.groups + 2 + (1 if snn and cfg.table == "ram" else 0)
+        end = last + geo.groups + 5 + (1 if snn and cfg.table == "ram" else 0)
     return end + 1
 
 

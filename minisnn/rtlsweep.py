@@ -1,27 +1,32 @@
 """The Verilog engines measured: ``python -m minisnn.bench rtl [--sweep]``.
 
 Every configuration (engine, table, tau, activation bits A, lanes L, Dot9
-units D) is
-- co-simulated at reduced height and width against the golden model, with
-  the exact cycle model asserted equal to the simulation there;
-- timed at full size by the cycle model (every ResNet-20 and ResNet-18
-  binary 3x3 conv shape, summed over each network);
-- synthesized with its real memory contents: iCE40 (synth_ice40, then
-  nextpnr-ice40 on a UP5K or HX8K for the configurations that decide the
-  equal-area comparison) on ResNet-20's 64->64 8x8 layer, and a 7-series
-  LUT6 part (synth_xilinx) on ResNet-18's 256->256 14x14 layer.
+units D) of the grid (``sweep_tiers``; results.json records it as "grid") is
+- timed at full size by the exact cycle model (the layer's cycles, and every
+  ResNet-20 and ResNet-18 binary 3x3 conv shape summed over the network);
+- synthesized with its real memory contents: on an iCE40 (synth_ice40) on
+  ResNet-20's 64->64 8x8 layer, and on a 7-series LUT6 part (synth_xilinx)
+  on ResNet-18's 128->128 28x28 layer;
+- placed with nextpnr-ice40 on a UP5K (else an HX8K) where ``to_place``
+  chooses it: the fastest configuration of each engine that fits a UP5K, and
+  at A = 1, tau = 5 each engine's LUT-cycles Pareto front;
+- co-simulated (iCE40 points) at reduced height and width against the golden
+  model, bit for bit, with the cycle model asserted equal to the simulation;
+  and every ResNet-20 and ResNet-18 layer shape likewise (``shape_check_points``).
 
 Measurements are cached one JSON line each (``--cache``), so an interrupted
-sweep resumes where it stopped; ``rtl/results.json`` is rewritten from the
-cache after every measurement.
+sweep resumes where it stopped; ``rtl/results.json`` is rewritten atomically
+from the cache after every measurement.
 """
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +40,13 @@ from minisnn.rtlmodel import EngineConfig
 PAPER_SPEEDUP_RESNET18 = 3.13  # Wang et al., FPGA runtime at tau = 5 (0.56 bit)
 PAPER_SPEEDUP_RESNET34 = 3.33
 TAUS = (4, 5, 6)
+# activation bits swept: the engines take 1, 2, 4, 8, all co-simulated by the tests; the
+# sweep measures 1 and 4 to finish near an hour on a loaded 2-core machine
+SWEEP_ACT_BITS = (1, 4)
 VARIANTS = (("bnn", None), ("snn", "reg"), ("snn", "ram"), ("dec", None))  # (engine, table)
 SIM_SIZE = 3  # simulated height and width: corners, edges and the centre
+PNR_TIMEOUT = 900  # seconds per nextpnr run: a design that does not route by then is reported unplaced
+PLACE_MARGIN = 0.9  # placed only up to this fraction of a device's LUTs: fuller designs route for hours
 RESULTS_FORMAT = "minisnn-rtl-results-1"
 
 
@@ -69,7 +79,7 @@ RESNET18 = (  # the 16 binary 3x3 convs of ReActNet's ResNet-18 (one per block)
 )
 NETWORKS = {"resnet20": RESNET20, "resnet18": RESNET18}
 ICE40_SHAPE = RESNET20[4]
-XILINX_SHAPE = RESNET18[4]
+XILINX_SHAPE = RESNET18[2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,57 +107,97 @@ def _shape(name):
     return next(s for net in NETWORKS.values() for s in net if s.name == name)
 
 
-def _variant_points(target, shape, act_bits, configs):
-    """Points for every engine variant: configs maps variant -> [(lanes, dot9)]."""
+def _balanced_dot9(tau, lanes, c_out):
+    """Dot9 units whose 2^tau / D table steps take as long as the lanes' C_out / L groups."""
+    return max(1, 2**tau * lanes // c_out)
+
+
+def _ice40_configs(act_bits, tau):
+    """iCE40 (ResNet-20 64->64 8x8) configurations (lanes, dot9) per variant at one A and
+    tau: at A = 1, tau = 5 a family per engine (the area-time plot); elsewhere the
+    configurations the equal-area comparison needs. The sub-bit RAM table is one block
+    RAM per lane there (no LUT-RAM): 16 lanes at most."""
+    c = ICE40_SHAPE.c_out
+    if act_bits == 1 and tau == 5:
+        return {("bnn", None): [(4, 4), (8, 8), (16, 16), (32, 32)],
+                ("snn", "ram"): [(8, 2), (8, 4), (16, 4), (16, 8)], ("snn", "reg"): [(8, 4)],
+                ("dec", None): [(8, 8), (16, 16)]}
+    return {("bnn", None): [(16, 16)] if act_bits == 1 else [(16, 16), (32, 32)],
+            # at A > 1 a table entry is wider: (8, 2) is what fits a UP5K's block RAMs
+            ("snn", "ram"): ([(l, _balanced_dot9(tau, l, c)) for l in (8, 16)] if act_bits == 1
+                             else [(8, 2), (16, _balanced_dot9(tau, 16, c))]),
+            ("snn", "reg"): [(8, _balanced_dot9(tau, 8, c))] if act_bits == 1 else [],
+            ("dec", None): [(16, 16)] if act_bits == 1 else []}
+
+
+XILINX_DOT9 = 8  # the equal-Dot9 comparison's D
+
+
+def _xilinx_configs(act_bits, tau):
+    """LUT6 (ResNet-18 128->128 28x28) configurations at D = XILINX_DOT9: the BNN, and
+    the sub-bit RAM table engine at 1 (A = 1 only), 2, 4, 8 lanes per Dot9 unit."""
+    d = XILINX_DOT9
+    full = act_bits == 1
+    return {("bnn", None): [(d, d)], ("snn", "ram"): [(r * d, d) for r in ((1, 2, 4, 8) if full else (2, 4, 8))],
+            ("snn", "reg"): [(d, d), (4 * d, d)] if full and tau == 5 else [],
+            ("dec", None): [(d, d)] if full and tau == 5 else []}
+
+
+def _grid_points(target, shape, act_bits, taus, configs):
     points = []
     for engine, table in VARIANTS:
-        for tau in ((0,) if engine == "bnn" else TAUS):
-            for lanes, dot9 in configs[(engine, table)]:
+        for tau in ((0,) if engine == "bnn" else taus):
+            for lanes, dot9 in configs(act_bits, tau or 5)[(engine, table)]:
                 if engine == "snn" and dot9 > 2**tau or lanes > shape.c_out:
                     continue
                 points.append(Point(target, shape.name, engine, table or "", tau, act_bits, lanes, dot9))
     return points
 
 
-def _configs(full):
-    """(lanes, dot9) per variant: ``full`` for A = 1, a smaller family for the other A."""
-    snn = [(d * r, d) for d in (2, 4, 8) for r in (1, 2, 4, 8)] if full else [(8, 2), (16, 4), (32, 8)]
-    return {("bnn", None): [(d, d) for d in ((2, 4, 8, 16, 32) if full else (4, 8, 16))],
-            ("snn", "reg"): snn, ("snn", "ram"): snn,
-            ("dec", None): [(d, d) for d in ((2, 4, 8, 16) if full else (4, 8))]}
-
-
-def _xilinx_configs(full):
-    snn = [(8 * r, 8) for r in (1, 2, 4, 8)] + [(16, 4), (64, 16)] if full else [(8, 8), (32, 8)]
-    return {("bnn", None): [(d, d) for d in ((4, 8, 16, 32, 64) if full else (8, 32))],
-            ("snn", "reg"): snn, ("snn", "ram"): snn,
-            ("dec", None): [(d, d) for d in ((8, 32) if full else (8,))]}
+def sweep_tiers(quick=False):
+    """Synthesis points in tiers, most needed first: A = 1 at tau = 5; A = 1 at tau = 4, 6;
+    then A = 4. A sweep synthesizes, places and simulates one tier before the next."""
+    if quick:  # one configuration per variant, for a first look
+        cfg = {("bnn", None): [(8, 8)], ("snn", "reg"): [(8, 4)], ("snn", "ram"): [(8, 4)],
+               ("dec", None): [(8, 8)]}
+        return [_grid_points("ice40", ICE40_SHAPE, 1, (5,), lambda a, t: cfg)]
+    tiers, seen = [], set()
+    for act_bits, taus in ((1, (5,)), (1, (4, 6))) + tuple((a, TAUS) for a in SWEEP_ACT_BITS if a != 1):
+        tier = (_grid_points("ice40", ICE40_SHAPE, act_bits, taus, _ice40_configs)
+                + _grid_points("xilinx", XILINX_SHAPE, act_bits, taus, _xilinx_configs))
+        tiers.append([p for p in tier if p not in seen])
+        seen.update(tier)
+    return tiers
 
 
 def sweep_points(quick=False):
-    """Synthesis points in priority order: A = 1 (full grids) first, then A = 4, 8, 2."""
-    if quick:  # a few configurations, for a first look
-        cfg = {("bnn", None): [(8, 8)], ("snn", "reg"): [(16, 4)], ("snn", "ram"): [(16, 4)],
-               ("dec", None): [(8, 8)]}
-        return [p for p in _variant_points("ice40", ICE40_SHAPE, 1, cfg) if p.tau in (0, 5)]
-    points = []
-    for act_bits in (1, 4, 8, 2):
-        full = act_bits == 1
-        points += _variant_points("ice40", ICE40_SHAPE, act_bits, _configs(full))
-        points += _variant_points("xilinx", XILINX_SHAPE, act_bits, _xilinx_configs(full))
-    return points
+    return [p for tier in sweep_tiers(quick) for p in tier]
+
+
+def grid_description(points):
+    """The measured grid, as results.json records it: per target, variant and A, the
+    taus and (lanes, dot9) configurations."""
+    grid = {}
+    for p in points:
+        key = f"{p.target} {p.engine}{'-' + p.table if p.table else ''} A{p.act_bits}"
+        entry = grid.setdefault(key, {"layer": p.shape, "taus": [], "lanes_dot9": []})
+        if p.tau and p.tau not in entry["taus"]:
+            entry["taus"].append(p.tau)
+        if [p.lanes, p.dot9] not in entry["lanes_dot9"]:
+            entry["lanes_dot9"].append([p.lanes, p.dot9])
+    return grid
 
 
 def shape_check_points():
-    """Simulation checks of every network shape: each variant at one configuration, A = 1 and 4."""
+    """Simulation checks of every network shape (reduced height and width): the BNN and the
+    RAM-table sub-bit engine at one configuration, A = 1, tau = 5 (the other variants are
+    co-simulated on the iCE40 layer and on hypothesis-drawn layers by the tests)."""
     points = []
-    for net in NETWORKS.values():
-        for shape in net:
-            for act_bits in (1, 4):
-                for engine, table in VARIANTS:
-                    lanes, dot9 = (16, 4) if engine == "snn" else (8, 8)
-                    points.append(Point("sim", shape.name, engine, table or "", 0 if engine == "bnn" else 5,
-                                        act_bits, lanes, dot9))
+    for engine, table in (("bnn", ""), ("snn", "ram")):
+        for net in NETWORKS.values():
+            for shape in net:
+                lanes, dot9 = (min(32, shape.c_out), 8) if engine == "snn" else (min(16, shape.c_out),) * 2
+                points.append(Point("sim", shape.name, engine, table, 0 if engine == "bnn" else 5, 1, lanes, dot9))
     return points
 
 
@@ -200,16 +250,21 @@ def synth_point(point, seed, netlists):
 
 
 def place_point(point, seed, netlists, counts):
-    """nextpnr on the smallest iCE40 the counts fit (UP5K, else HX8K); the netlist is
-    deleted afterwards (re-synthesized if it is missing)."""
+    """nextpnr on the smallest iCE40 the counts fit with a margin (UP5K, else HX8K),
+    within PNR_TIMEOUT seconds; the netlist is deleted afterwards (re-synthesized if
+    it is missing)."""
     netlist = _netlist_path(netlists, point)
     if not os.path.exists(netlist):
         synth_point(point, seed, netlists)
     result = {"device": None, "fmax_mhz": None}
     for device in rtlsynth.DEVICES:
-        if counts["lut"] <= rtlsynth.DEVICES[device][2] and counts["bram"] <= rtlsynth.ICE40_BRAMS[device]:
+        if _fits(counts, device):
             start = time.time()
-            placed = rtlsynth.place(netlist, device)
+            try:
+                placed = rtlsynth.place(netlist, device, timeout=PNR_TIMEOUT)
+            except subprocess.TimeoutExpired:  # a larger device would take longer still
+                result["timeout"] = device
+                break
             if placed is not None:
                 result = dict(placed, pnr_seconds=round(time.time() - start, 1))
                 break
@@ -226,16 +281,26 @@ def _run(task):
     return place_point(point, seed, netlists, counts)
 
 
+def rtl_digest():
+    """sha256 of the Verilog (engine, testbench, harness): measurements of other RTL do not count."""
+    digest = hashlib.sha256()
+    for path in rtlsim.sources() + [rtlsim.TESTBENCH, rtlsynth.WRAPPER]:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 class Cache:
-    """Measurements, one JSON line each: {"kind", "point", "result"}."""
+    """Measurements, one JSON line each: {"kind", "point", "rtl", "result"}; lines of
+    other RTL (another rtl_digest) are ignored."""
 
     def __init__(self, path):
-        self.path, self.entries = path, {}
+        self.path, self.entries, self.rtl = path, {}, rtl_digest()
         if os.path.exists(path):
             with open(path) as f:
                 for line in f:
-                    if line.strip():
-                        e = json.loads(line)
+                    e = json.loads(line) if line.strip() else {}
+                    if e.get("rtl") == self.rtl:
                         self.entries[(e["kind"], json.dumps(e["point"], sort_keys=True))] = e["result"]
 
     def get(self, kind, point):
@@ -245,7 +310,8 @@ class Cache:
         self.entries[(kind, point.key())] = result
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "a") as f:  # one line per write: an interrupted run loses at most it
-            f.write(json.dumps({"kind": kind, "point": dataclasses.asdict(point), "result": result}) + "\n")
+            f.write(json.dumps({"kind": kind, "point": dataclasses.asdict(point), "rtl": self.rtl,
+                                "result": result}) + "\n")
 
 
 def _pareto(points, results):
@@ -265,27 +331,73 @@ def _cycles(point):
                                 point.tau or None)
 
 
-def run_sweep(points, cache, netlists, seed=0, workers=2, log=print, on_result=None):
-    """Measure ``points`` (skipping cached ones): simulation check and synthesis of
-    each; then, per (engine, table, tau, A) group of ice40 points, place the
-    configurations on its LUT-cycles Pareto front that fit an iCE40."""
-    todo = [("sim", dataclasses.replace(p, target="sim")) for p in points]
-    todo += [("synth", p) for p in points]
-    _execute([(k, p, seed, netlists, None) for k, p in todo if cache.get(k, p) is None],
-             cache, workers, log, on_result)
+def _fits(counts, device, margin=PLACE_MARGIN):
+    return counts["lut"] <= margin * rtlsynth.DEVICES[device][2] and counts["bram"] <= rtlsynth.ICE40_BRAMS[device]
+
+
+def to_place(points, synthesized):
+    """The ice40 points worth placing, per (engine, table, tau, A) group: at A = 1 and
+    tau = 5 its LUT-cycles Pareto front (the area-time plots); elsewhere the fastest
+    configuration that fits a UP5K (the equal-area comparison)."""
     groups = {}
     for p in points:
         if p.target == "ice40":
             groups.setdefault((p.engine, p.table, p.tau, p.act_bits), []).append(p)
-    synthesized = {p: cache.get("synth", p) for p in points if p.target == "ice40"}
-    largest = max(d[2] for d in rtlsynth.DEVICES.values())
-    place = [("place", p, seed, netlists, synthesized[p]) for group in groups.values()
-             for p in _pareto(group, synthesized)
-             if cache.get("place", p) is None and synthesized[p]["lut"] <= largest]
-    _execute(place, cache, workers, log, on_result)
+    chosen = []
+    for (_, _, tau, act_bits), group in groups.items():
+        fit = [p for p in group if any(_fits(synthesized[p], d) for d in rtlsynth.DEVICES)]
+        if act_bits == 1 and tau in (0, 5):
+            chosen += _pareto(fit, synthesized)
+        else:
+            chosen += sorted((p for p in fit if _fits(synthesized[p], "up5k")), key=_cycles)[:1]
+    return chosen
 
 
-def _execute(tasks, cache, workers, log, on_result):
+class Progress:
+    """One log line per finished measurement: its place in the tier and the sweep, elapsed minutes."""
+
+    def __init__(self, total, log):
+        self.total, self.done, self.log, self.start = total, 0, log, time.time()
+
+    def __call__(self, stage, i, n, kind, point, result):
+        self.done += 1
+        self.log(f"[{stage} {i}/{n} | {self.done}/~{self.total} | {(time.time() - self.start) / 60:.1f} min] "
+                 f"{kind} {point.target} {point.shape} {rtlmodel.describe(point.cfg, point.tau)}: {result}")
+
+
+def run_sweep(tiers, cache, netlists, seed=0, workers=2, log=print, on_result=None, checks=()):
+    """Measure tier after tier (skipping cached measurements): synthesis of each point;
+    the ice40 points to_place() chooses, placed; the simulation check of each iCE40 point.
+    The shape checks (every network layer shape simulated at reduced size) run after
+    the A = 1 tiers."""
+    todo = [("synth", p) for tier in tiers for p in tier]
+    todo += [("sim", p) for tier in tiers for p in tier if p.target == "ice40"]
+    todo += [("sim", p) for p in checks]
+    progress = Progress(sum(1 for k, p in todo if cache.get(k, _sim(p) if k == "sim" else p) is None)
+                        + sum(len(t) for t in tiers) // 4, log)
+    for n, points in enumerate(tiers, 1):
+        stage = f"tier {n}/{len(tiers)}"
+        _execute([("synth", p, seed, netlists, None) for p in points if cache.get("synth", p) is None],
+                 cache, workers, progress, on_result, stage + " synth")
+        synthesized = {p: cache.get("synth", p) for p in points if p.target == "ice40"}
+        place = [("place", p, seed, netlists, synthesized[p]) for p in to_place(points, synthesized)
+                 if cache.get("place", p) is None]
+        _execute(place, cache, workers, progress, on_result, stage + " place")
+        sims = [_sim(p) for p in points if p.target == "ice40"]
+        _execute([("sim", p, seed, netlists, None) for p in sims if cache.get("sim", p) is None],
+                 cache, workers, progress, on_result, stage + " sim")
+        if n < len(tiers) and all(p.act_bits == 1 for t in tiers[:n] for p in t) and tiers[n][0].act_bits != 1:
+            _execute([("sim", p, seed, None, None) for p in checks if cache.get("sim", p) is None],
+                     cache, workers, progress, on_result, "shape checks")
+    _execute([("sim", p, seed, None, None) for p in checks if cache.get("sim", p) is None],
+             cache, workers, progress, on_result, "shape checks")
+
+
+def _sim(point):
+    return dataclasses.replace(point, target="sim")
+
+
+def _execute(tasks, cache, workers, progress, on_result, stage):
     if not tasks:
         return
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
@@ -294,8 +406,7 @@ def _execute(tasks, cache, workers, log, on_result):
             kind, point = futures[future][:2]
             result = future.result()
             cache.put(kind, point, result)
-            log(f"[{done}/{len(tasks)}] {kind} {point.target} {point.shape} "
-                f"{rtlmodel.describe(point.cfg, point.tau)}: {result}")
+            progress(stage, done, len(tasks), kind, point, result)
             if on_result is not None:
                 on_result()
 
@@ -319,86 +430,128 @@ def ideal_speedup(network, tau, ratio):
     return bnn / snn
 
 
+ROW_FIELDS = ("engine", "layer", "c_in", "c_out", "height", "width", "tau", "act_bits", "lanes", "dot9_units",
+              "table", "cycles", "lut", "ff", "bram", "lutram", "fmax_mhz", "target")
+ICE40_LUT_BUDGET = rtlsynth.DEVICES["up5k"][2]  # the equal-area comparison: a UP5K's LUTs and block RAMs
+ICE40_BRAM_BUDGET = rtlsynth.ICE40_BRAMS["up5k"]
+
+
 def rows_from_cache(points, cache):
+    """One row (ROW_FIELDS) per synthesized point: cycles at full size by the cycle model."""
     rows = []
     for p in points:
         synth = cache.get("synth", p)
         if synth is None:
             continue
         shape = _shape(p.shape)
-        sim = cache.get("sim", dataclasses.replace(p, target="sim")) or {}
-        placed = cache.get("place", p) or {}
-        cycles = _cycles(p)
-        fmax = placed.get("fmax_mhz")
         rows.append({
             "engine": p.engine, "layer": p.shape, "c_in": shape.c_in, "c_out": shape.c_out,
-            "height": shape.height, "width": shape.width, "stride": shape.stride, "tau": p.tau or None,
-            "act_bits": p.act_bits, "lanes": p.lanes, "dot9_units": p.dot9, "table": p.table or None,
-            "cycles": cycles, "lut": synth["lut"], "ff": synth["ff"], "bram": synth["bram"],
-            "lutram": synth["lutram"], "fmax_mhz": fmax, "device": placed.get("device"), "target": p.target,
-            "time_us": cycles / fmax if fmax else None,
-            "weight_bits": rtlmodel.weight_bits(p.engine, shape.c_in, shape.c_out, p.tau or None),
-            "sim_height": sim.get("sim_height"), "sim_width": sim.get("sim_width"),
-            "cycles_sim": sim.get("cycles_sim"),
-            "resnet18_cycles": network_cycles(p.cfg, p.tau or None, "resnet18"),
-            "resnet20_cycles": network_cycles(p.cfg, p.tau or None, "resnet20"),
-        })
+            "height": shape.height, "width": shape.width, "tau": p.tau or None, "act_bits": p.act_bits,
+            "lanes": p.lanes, "dot9_units": p.dot9, "table": p.table or None, "cycles": _cycles(p),
+            "lut": synth["lut"], "ff": synth["ff"], "bram": synth["bram"], "lutram": synth["lutram"],
+            "fmax_mhz": (cache.get("place", p) or {}).get("fmax_mhz"), "target": p.target})
     return rows
+
+
+def cosim_from_cache(points, cache):
+    """The co-simulation checks run: each at reduced height and width, bit-exact against
+    the golden model, with the simulated cycles (equal to the cycle model's there)."""
+    checks = []
+    for p in points:
+        sim = cache.get("sim", p)
+        if sim is not None:
+            checks.append({"engine": p.engine, "layer": p.shape, "tau": p.tau or None, "act_bits": p.act_bits,
+                           "lanes": p.lanes, "dot9_units": p.dot9, "table": p.table or None,
+                           "sim_height": sim["sim_height"], "sim_width": sim["sim_width"],
+                           "cycles_sim": sim["cycles_sim"]})
+    return checks
 
 
 def _variant(row):
     return row["engine"] + (f"-{row['table']}" if row["table"] else "")
 
 
+def row_config(row):
+    """The EngineConfig of a results row."""
+    return EngineConfig(row["engine"], row["lanes"], row["dot9_units"], row["act_bits"], row["table"] or "reg",
+                        "bits")
+
+
+def resnet18_cycles(row):
+    return network_cycles(row_config(row), row["tau"], "resnet18")
+
+
+def time_us(row):
+    """Microseconds per image on the row's layer at its placed fmax (None if not placed)."""
+    return row["cycles"] / row["fmax_mhz"] if row["fmax_mhz"] else None
+
+
 def headline(rows):
-    """The comparisons the README quotes, per tau and activation bits (see rtl/README.md)."""
-    head = {"equal_dot9_speedup_resnet18": {}, "equal_dot9_lanes_per_dot9": {},
-            "equal_dot9_speedup_resnet18_by_ratio": {}, "equal_area_speedup_ice40": {},
-            "equal_area_best_ice40": {}, "paper_speedup_resnet18": PAPER_SPEEDUP_RESNET18,
-            "paper_speedup_resnet34": PAPER_SPEEDUP_RESNET34}
-    dot9 = 8
-    bnn = network_cycles(EngineConfig("bnn", dot9, dot9), None, "resnet18")
+    """The comparisons the README quotes, per tau and A, computed from the rows alone
+    (and the exact cycle model, for whole-network cycles):
+
+    equal_dot9_speedup_resnet18: ResNet-18 cycles (all 16 binary convs) of the BNN
+      with XILINX_DOT9 Dot9 units over those of the sub-bit engine with as many, at
+      the lanes per Dot9 unit (equal_dot9_lanes_per_dot9) where the sub-bit engine's
+      LUT6 area (LUT + LUT-RAM) x cycles on the LUT6 layer is lowest;
+    equal_dot9_area_time_xilinx: the BNN's (LUT + LUT-RAM) x cycles over that sub-bit
+      configuration's, on the LUT6 layer;
+    equal_area_speedup_ice40: each engine on the iCE40 layer within a UP5K's LUTs and
+      block RAMs, its fastest placed configuration (time = cycles / fmax): the BNN's
+      time over the faster sub-bit table's (equal_area_best_ice40 lists each engine's)."""
+    head = {k: {} for k in ("equal_dot9_speedup_resnet18", "equal_dot9_lanes_per_dot9",
+                            "equal_dot9_area_time_xilinx", "equal_dot9_speedup_resnet18_by_ratio",
+                            "equal_area_speedup_ice40", "equal_area_best_ice40")}
+    head.update(dot9_units=XILINX_DOT9, ice40_lut_budget=ICE40_LUT_BUDGET, ice40_bram_budget=ICE40_BRAM_BUDGET,
+                paper_speedup_resnet18=PAPER_SPEEDUP_RESNET18, paper_speedup_resnet34=PAPER_SPEEDUP_RESNET34)
     for tau in TAUS:
-        by_ratio = {r: bnn / network_cycles(EngineConfig("snn", r * dot9, dot9, table="ram"), tau, "resnet18")
-                    for r in (1, 2, 4, 8, 16)}
-        head["equal_dot9_speedup_resnet18_by_ratio"][str(tau)] = {str(r): round(v, 3) for r, v in by_ratio.items()}
-        for key in ("equal_dot9_speedup_resnet18", "equal_dot9_lanes_per_dot9", "equal_area_speedup_ice40",
-                    "equal_area_best_ice40"):
-            head[key][str(tau)] = {}
-        for act_bits in rtlmodel.ACT_BITS:
-            # the lanes per Dot9 unit where the sub-bit engine's LUTs x cycles is lowest (LUT6, D = 8)
-            snn = [r for r in rows if r["target"] == "xilinx" and r["engine"] == "snn" and r["tau"] == tau
-                   and r["act_bits"] == act_bits and r["dot9_units"] == dot9]
-            if snn:
-                best = min(snn, key=lambda r: (r["lut"] + r["lutram"]) * r["cycles"])
-                ratio = best["lanes"] // dot9
-                head["equal_dot9_lanes_per_dot9"][str(tau)][str(act_bits)] = ratio
-                head["equal_dot9_speedup_resnet18"][str(tau)][str(act_bits)] = round(
-                    bnn / best["resnet18_cycles"], 3)
-            # the fastest placed configuration of each engine on the same iCE40 (UP5K)
-            placed = [r for r in rows if r["target"] == "ice40" and r["device"] == "up5k"
-                      and r["act_bits"] == act_bits and r["tau"] in (None, tau)]
+        for key in head:
+            if isinstance(head[key], dict):
+                head[key][str(tau)] = {}
+        for act_bits in SWEEP_ACT_BITS:
+            a = str(act_bits)
+            lut6 = [r for r in rows if r["target"] == "xilinx" and r["act_bits"] == act_bits
+                    and r["dot9_units"] == XILINX_DOT9]
+            bnn = [r for r in lut6 if r["engine"] == "bnn" and r["lanes"] == XILINX_DOT9]
+            snn = [r for r in lut6 if r["engine"] == "snn" and r["tau"] == tau]
+            for key in ("equal_dot9_lanes_per_dot9", "equal_dot9_speedup_resnet18", "equal_dot9_area_time_xilinx",
+                        "equal_area_speedup_ice40"):
+                head[key][str(tau)][a] = None  # stays None where the rows do not decide it
+            if bnn and snn:
+                base = resnet18_cycles(bnn[0])
+                area_time = lambda r: (r["lut"] + r["lutram"]) * r["cycles"]  # noqa: E731
+                best = min(snn, key=area_time)
+                head["equal_dot9_lanes_per_dot9"][str(tau)][a] = best["lanes"] // XILINX_DOT9
+                head["equal_dot9_speedup_resnet18"][str(tau)][a] = round(base / resnet18_cycles(best), 3)
+                head["equal_dot9_area_time_xilinx"][str(tau)][a] = round(area_time(bnn[0]) / area_time(best), 3)
+                head["equal_dot9_speedup_resnet18_by_ratio"][str(tau)][a] = {
+                    str(r["lanes"] // XILINX_DOT9): round(base / resnet18_cycles(r), 3)
+                    for r in sorted(snn, key=lambda r: r["lanes"]) if r["table"] == "ram"}
+            placed = [r for r in rows if r["target"] == "ice40" and r["act_bits"] == act_bits
+                      and r["tau"] in (None, tau) and r["fmax_mhz"] and r["lut"] <= ICE40_LUT_BUDGET
+                      and r["bram"] <= ICE40_BRAM_BUDGET]
             fastest = {}
             for r in placed:
                 v = _variant(r)
-                if v not in fastest or r["time_us"] < fastest[v]["time_us"]:
+                if v not in fastest or time_us(r) < time_us(fastest[v]):
                     fastest[v] = r
-            if "bnn" in fastest:
-                head["equal_area_best_ice40"][str(tau)][str(act_bits)] = {
-                    v: {k: r[k] for k in ("lanes", "dot9_units", "lut", "bram", "fmax_mhz", "cycles", "time_us")}
-                    for v, r in fastest.items()}
-                subbit = [r for v, r in fastest.items() if v.startswith("snn")]
-                if subbit:
-                    head["equal_area_speedup_ice40"][str(tau)][str(act_bits)] = round(
-                        fastest["bnn"]["time_us"] / min(r["time_us"] for r in subbit), 3)
+            if fastest:
+                head["equal_area_best_ice40"][str(tau)][a] = {
+                    v: dict({k: r[k] for k in ("lanes", "dot9_units", "lut", "bram", "fmax_mhz", "cycles")},
+                            time_us=round(time_us(r), 2)) for v, r in sorted(fastest.items())}
+            subbit = [time_us(r) for v, r in fastest.items() if v.startswith("snn")]
+            if "bnn" in fastest and subbit:
+                head["equal_area_speedup_ice40"][str(tau)][a] = round(time_us(fastest["bnn"]) / min(subbit), 3)
     return head
 
 
-def write_results(path, points, cache, checks=()):
+def write_results(path, tiers, cache, checks=()):
+    """results.json from the cache, written atomically."""
+    points = [p for tier in tiers for p in tier]
     rows = rows_from_cache(points, cache)
-    checked = [dict(dataclasses.asdict(p), **cache.get("sim", p)) for p in checks if cache.get("sim", p)]
-    result = {"format": RESULTS_FORMAT, "rows": rows, "headline": headline(rows), "shape_checks": checked,
-              "ice40_layer": ICE40_SHAPE.name, "xilinx_layer": XILINX_SHAPE.name,
+    result = {"format": RESULTS_FORMAT, "rtl": cache.rtl, "rows": rows, "headline": headline(rows),
+              "grid": grid_description([p for p in points if cache.get("synth", p)]), "ice40_layer": ICE40_SHAPE.name, "xilinx_layer": XILINX_SHAPE.name,
+              "cosim": cosim_from_cache([_sim(p) for p in points] + list(checks), cache),
               "sim_size": SIM_SIZE, "tools": tool_versions()}
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -408,8 +561,8 @@ def write_results(path, points, cache, checks=()):
     return result
 
 
+@functools.lru_cache(maxsize=None)
 def tool_versions():
-    import subprocess
     versions = {}
     for tool, flag in (("yosys", "-V"), ("nextpnr-ice40", "--version"), ("iverilog", "-V")):
         try:
@@ -443,14 +596,14 @@ def plot_results(result, out_dir, tau=5, act_bits=1):
     rows = [r for r in result["rows"] if r["act_bits"] == act_bits and r["tau"] in (None, tau)]
     paths = []
     for target, x, xlabel, y, ylabel in (
-            ("ice40", lambda r: r["time_us"], "time per image on the layer (microseconds, placed fmax)",
+            ("ice40", time_us, "time per image on the layer (microseconds, placed fmax)",
              lambda r: r["lut"], "SB_LUT4"),
             ("xilinx", lambda r: r["cycles"] / 1e3, "cycles per image on the layer (thousands)",
              lambda r: r["lut"] + r["lutram"], "LUT6 (logic + LUT-RAM)")):
         series = []
         for v, colour in _COLOURS.items():
             own = [r for r in rows if r["target"] == target and _variant(r) == v
-                   and (target != "ice40" or r["time_us"])]
+                   and (target != "ice40" or r["fmax_mhz"])]
             if own:
                 front = _front(own, x, y)
                 series.append({"x": [math.log10(x(r)) for r in front], "y": [math.log10(y(r)) for r in front],
@@ -461,37 +614,46 @@ def plot_results(result, out_dir, tau=5, act_bits=1):
             figures.line_plot(series, path, title=f"{layer}, tau = {tau}, A = {act_bits}: area against time",
                               xlabel=f"log10 {xlabel}", ylabel=f"log10 {ylabel}")
             paths.append(path)
+    return paths
+
+
+def plot_speedup(result, out_dir, act_bits=1):
+    """ResNet-18 equal-Dot9 speed-up against lanes per Dot9 unit, per tau, with the paper's 3.13x."""
     series = []
-    for i, (t, by_ratio) in enumerate(sorted(result["headline"]["equal_dot9_speedup_resnet18_by_ratio"].items())):
+    by_tau = result["headline"]["equal_dot9_speedup_resnet18_by_ratio"]
+    for i, tau in enumerate(sorted(by_tau, key=int)):
+        by_ratio = by_tau[tau].get(str(act_bits), {})
         ratios = sorted(by_ratio, key=int)
-        series.append({"x": [math.log2(int(r)) for r in ratios], "y": [by_ratio[r] for r in ratios],
-                       "label": f"tau = {t}", "color": figures.PALETTE[i], "marker": True})
-    series.append({"x": [0, 4], "y": [PAPER_SPEEDUP_RESNET18] * 2, "label": "paper, ResNet-18 (3.13x)",
+        if ratios:
+            series.append({"x": [math.log2(int(r)) for r in ratios], "y": [by_ratio[r] for r in ratios],
+                           "label": f"tau = {tau}", "color": figures.PALETTE[i], "marker": True})
+    if not series:
+        return None
+    series.append({"x": [0, 3], "y": [PAPER_SPEEDUP_RESNET18] * 2, "label": "paper, ResNet-18 (3.13x)",
                    "color": figures.PALETTE[6]})
-    path = os.path.join(out_dir, "speedup_resnet18_equal_dot9.png")
-    figures.line_plot(series, path, title="ResNet-18 binary convs: sub-bit over BNN cycles, both with 8 Dot9 units",
+    path = os.path.join(out_dir, f"speedup_resnet18_equal_dot9_a{act_bits}.png")
+    figures.line_plot(series, path, title=f"ResNet-18 binary convs, A = {act_bits}: BNN over sub-bit cycles, "
+                                          f"both with {XILINX_DOT9} Dot9 units",
                       xlabel="log2 (sub-bit lanes per Dot9 unit)", ylabel="speed-up (BNN cycles / sub-bit cycles)")
-    return paths + [path]
+    return path
 
 
 def main_sweep(args, log=print):
     quick = not args.sweep
-    points = sweep_points(quick=quick)
+    tiers = sweep_tiers(quick=quick)
     checks = [] if quick else shape_check_points()
     cache = Cache(args.cache)
 
     def save():
-        write_results(args.out, points, cache, checks)
+        write_results(args.out, tiers, cache, checks)
 
     netlists = os.path.join(os.path.dirname(os.path.abspath(args.cache)), "netlists")
-    run_sweep(points, cache, netlists, args.seed, args.workers, log, save)
-    todo = [("sim", p, args.seed, None, None) for p in checks if cache.get("sim", p) is None]
-    _execute(todo, cache, args.workers, log, save)
-    result = write_results(args.out, points, cache, checks)
+    run_sweep(tiers, cache, netlists, args.seed, args.workers, log, save, checks)
+    result = write_results(args.out, tiers, cache, checks)
     if not quick:
-        for tau in TAUS:
-            for act_bits in rtlmodel.ACT_BITS:
-                plot_results(result, args.plots, tau, act_bits)
+        for act_bits in SWEEP_ACT_BITS:
+            plot_results(result, args.plots, 5, act_bits)
+            plot_speedup(result, args.plots, act_bits)
     return result
 
 
@@ -505,4 +667,4 @@ def print_table(result, out=sys.stdout):
     for r in result["rows"]:
         print(f"{r['target']:<7}{r['layer']:<26}{_variant(r):<9}{r['tau'] or '-':>4}{r['act_bits']:>3}"
               f"{r['lanes']:>5}{r['dot9_units']:>4}{r['cycles']:>10}{r['lut']:>7}{r['lutram']:>7}{r['ff']:>7}"
-              f"{r['bram']:>6}{_rounded(r['fmax_mhz']) or '-':>7}{_rounded(r['time_us']) or '-':>9}", file=out)
+              f"{r['bram']:>6}{_rounded(r['fmax_mhz']) or '-':>7}{_rounded(time_us(r)) or '-':>9}", file=out)

@@ -138,7 +138,7 @@ wire [3:0]       it_ntaps;
 line_buffer #(.C_IN(C_IN), .A(A), .K(K), .H(H), .W(W), .STRIDE(STRIDE)) lb (
     .clk(clk), .rst(rst),
     .s_tdata(s_tdata), .s_tvalid(s_tvalid), .s_tready(s_tready), .s_tlast(s_tlast), .err(err),
-    .ready(ready), .peek_last(peek_last), .rd(rd),
+    .en(en), .ready(ready), .peek_last(peek_last), .rd(rd),
     .patch(patch), .mask(mask), .chmask(chmask),
     .first(it_first), .last(it_last), .tlast(it_tlast), .ntaps(it_ntaps)
 );
@@ -163,31 +163,38 @@ layer_seq #(
     .lane_start(lane_start)
 );
 
-// one wide weight word per lane issue, valid the next cycle
+// one wide weight word per lane issue: the ROM's registered read, then a
+// register on the word, as the patch arrives two cycles after its read
 wire [WORD-1:0] wq;
 
 rom #(.WIDTH(WORD), .DEPTH(WN), .ADDR_W(WA_W), .INIT_FILE(WEIGHT_FILE))
 weights (.clk(clk), .re(lane_v), .addr(waddr), .q(wq));
 
-// lane issue -> execute (one cycle: the weight ROM's latency)
+reg [WORD-1:0]  wq_q;
 reg             lv1;
+reg             lv2;
 reg [GRP_W-1:0] lgrp1;
+reg [GRP_W-1:0] lgrp2;
 reg             lhalf1;
+reg             lhalf2;
 
 always @(posedge clk) begin
     if (en) begin
         lv1 <= lane_v;
         lgrp1 <= lane_grp;
         lhalf1 <= lane_half;
+        lv2 <= lv1;
+        lgrp2 <= lgrp1;
+        lhalf2 <= lhalf1;
+        wq_q <= wq;
     end
     if (rst) begin
         lv1 <= 1'b0;
+        lv2 <= 1'b0;
     end
 end
 
-// what the lanes accumulate, and when (acc_* one cycle after pre_*)
-wire                   pre_v;
-wire [GRP_W-1:0]       pre_grp;
+// what the lanes accumulate, and when
 wire                   acc_v;
 wire [GRP_W-1:0]       acc_grp;
 wire                   acc_first;
@@ -200,36 +207,41 @@ generate
     if (SNN == 0) begin : direct
         wire [LANES*K*9-1:0] codes;
         if (ENGINE == 0) begin : bnn
-            assign codes = wq;
+            assign codes = wq_q;
         end else begin : dec
-            cb_decode #(.TAU(TAU), .PORTS(LANES*K), .INIT_FILE(CODEBOOK_FILE)) decode (.idx(wq), .codes(codes));
+            cb_decode #(.TAU(TAU), .PORTS(LANES*K), .INIT_FILE(CODEBOOK_FILE)) decode (.idx(wq_q), .codes(codes));
         end
         lane_dots #(.LANES(LANES), .K(K), .A(A), .P_W(P_W), .VAL_W(VAL_W)) dots (
             .patch(patch), .mask(mask), .chmask(chmask), .codes(codes), .val(acc_val)
         );
-        // the item's flags hold from the cycle after its read until the next read
-        assign pre_v = lane_v;
-        assign pre_grp = lane_grp;
-        assign acc_v = lv1;
-        assign acc_grp = lgrp1;
+        // group j of an item read in cycle e executes in cycle e+j+2, while
+        // line_buffer shows that item (cycles e+2 .. two after the next read)
+        assign acc_v = lv2;
+        assign acc_grp = lgrp2;
         assign acc_first = it_first;
         assign acc_last = it_last;
         assign acc_tlast = it_tlast;
         assign acc_ntaps = it_ntaps;
         // the BNN engine has no Dot9 phase and no table halves
         /* verilator lint_off UNUSEDSIGNAL */
-        wire unused = dot_v ^ ^dot_step ^ dot_half ^ lhalf1 ^ lane_start;
+        wire unused = dot_v ^ ^dot_step ^ dot_half ^ lhalf2 ^ lane_start;
         /* verilator lint_on UNUSEDSIGNAL */
     end else begin : subbit
-        // Dot9 issue -> execute (the codebook ROM's latency)
+        // Dot9 issue -> execute two cycles later, with the patch: the codebook
+        // ROM's registered read, then a register on its word
         wire [DOT9*9-1:0] cbq;
+        reg [DOT9*9-1:0]  cbq_q;
         reg               dv1;
+        reg               dv2;
         reg [STEP_W-1:0]  dstep1;
+        reg [STEP_W-1:0]  dstep2;
         reg               dhalf1;
+        reg               dhalf2;
         rom #(.WIDTH(DOT9*9), .DEPTH(STEPS), .ADDR_W(STEP_W), .INIT_FILE(CODEBOOK_FILE))
         codebook (.clk(clk), .re(dot_v), .addr(dot_step), .q(cbq));
-        // the lanes' item (the previous Dot9 stage's): line_buffer still
-        // shows it when its lane stage starts
+        // the lanes' item is the previous Dot9 stage's: line_buffer shows it
+        // until the cycle after the lane stage starts, when it is copied
+        reg       start_q;
         reg       lf_first;
         reg       lf_last;
         reg       lf_tlast;
@@ -239,15 +251,22 @@ generate
                 dv1 <= dot_v;
                 dstep1 <= dot_step;
                 dhalf1 <= dot_half;
-            end
-            if (lane_start) begin
-                lf_first <= it_first;
-                lf_last <= it_last;
-                lf_tlast <= it_tlast;
-                lf_ntaps <= it_ntaps;
+                dv2 <= dv1;
+                dstep2 <= dstep1;
+                dhalf2 <= dhalf1;
+                cbq_q <= cbq;
+                start_q <= lane_start;
+                if (start_q) begin
+                    lf_first <= it_first;
+                    lf_last <= it_last;
+                    lf_tlast <= it_tlast;
+                    lf_ntaps <= it_ntaps;
+                end
             end
             if (rst) begin
                 dv1 <= 1'b0;
+                dv2 <= 1'b0;
+                start_q <= 1'b0;
             end
         end
         wire [LANES*P_W-1:0] tval;
@@ -256,48 +275,44 @@ generate
             .TABLE_RAM(TABLE_RAM), .STEP_W(STEP_W)
         ) table_ (
             .clk(clk), .en(en),
-            .dv(dv1), .dstep(dstep1), .dhalf(dhalf1), .patch(patch), .mask(mask), .codes(cbq),
-            .lv(lv1), .lhalf(lhalf1), .idx(wq), .val(tval)
+            .dv(dv2), .dstep(dstep2), .dhalf(dhalf2), .patch(patch), .mask(mask), .codes(cbq_q),
+            .lv(lv2), .lhalf(lhalf2), .idx(wq_q), .val(tval)
         );
         assign acc_val = tval;
         if (TABLE_RAM == 0) begin : reg_table
-            assign pre_v = lane_v;
-            assign pre_grp = lane_grp;
-            assign acc_v = lv1;
-            assign acc_grp = lgrp1;
+            assign acc_v = lv2;
+            assign acc_grp = lgrp2;
             assign acc_first = lf_first;
             assign acc_last = lf_last;
             assign acc_tlast = lf_tlast;
             assign acc_ntaps = lf_ntaps;
         end else begin : ram_table
             // one more cycle: the table RAM's registered read
-            reg             lv2;
-            reg [GRP_W-1:0] lgrp2;
-            reg             f2_first;
-            reg             f2_last;
-            reg             f2_tlast;
-            reg [3:0]       f2_ntaps;
+            reg             lv3;
+            reg [GRP_W-1:0] lgrp3;
+            reg             f3_first;
+            reg             f3_last;
+            reg             f3_tlast;
+            reg [3:0]       f3_ntaps;
             always @(posedge clk) begin
                 if (en) begin
-                    lv2 <= lv1;
-                    lgrp2 <= lgrp1;
-                    f2_first <= lf_first;
-                    f2_last <= lf_last;
-                    f2_tlast <= lf_tlast;
-                    f2_ntaps <= lf_ntaps;
+                    lv3 <= lv2;
+                    lgrp3 <= lgrp2;
+                    f3_first <= lf_first;
+                    f3_last <= lf_last;
+                    f3_tlast <= lf_tlast;
+                    f3_ntaps <= lf_ntaps;
                 end
                 if (rst) begin
-                    lv2 <= 1'b0;
+                    lv3 <= 1'b0;
                 end
             end
-            assign pre_v = lv1;
-            assign pre_grp = lgrp1;
-            assign acc_v = lv2;
-            assign acc_grp = lgrp2;
-            assign acc_first = f2_first;
-            assign acc_last = f2_last;
-            assign acc_tlast = f2_tlast;
-            assign acc_ntaps = f2_ntaps;
+            assign acc_v = lv3;
+            assign acc_grp = lgrp3;
+            assign acc_first = f3_first;
+            assign acc_last = f3_last;
+            assign acc_tlast = f3_tlast;
+            assign acc_ntaps = f3_ntaps;
         end
         // K = 1: every channel of a group exists
         /* verilator lint_off UNUSEDSIGNAL */
@@ -305,6 +320,32 @@ generate
         /* verilator lint_on UNUSEDSIGNAL */
     end
 endgenerate
+
+// one pipeline register on every lane's value, so the Dot9 / table read and
+// the accumulation are separate timing paths (lane_acc reads its RAM one cycle
+// ahead, at the cycle the value is registered)
+reg                   v_q;
+reg [GRP_W-1:0]       grp_q;
+reg                   first_q;
+reg                   last_q;
+reg                   tlast_q;
+reg [3:0]             ntaps_q;
+reg [LANES*VAL_W-1:0] val_q;
+
+always @(posedge clk) begin
+    if (en) begin
+        v_q <= acc_v;
+        grp_q <= acc_grp;
+        first_q <= acc_first;
+        last_q <= acc_last;
+        tlast_q <= acc_tlast;
+        ntaps_q <= acc_ntaps;
+        val_q <= acc_val;
+    end
+    if (rst) begin
+        v_q <= 1'b0;
+    end
+end
 
 wire                   ov;
 wire [LANES*SUM_W-1:0] osums;
@@ -316,9 +357,9 @@ lane_acc #(
     .CM(C_IN * M), .HAS_THRESH(HAS_THRESH), .THRESH_FILE(THRESH_FILE)
 ) lanes (
     .clk(clk), .rst(rst), .en(en),
-    .rd_v(pre_v), .rd_grp(pre_grp),
-    .v(acc_v), .grp(acc_grp), .first(acc_first), .last(acc_last), .tlast(acc_tlast),
-    .ntaps(acc_ntaps), .val(acc_val),
+    .rd_v(acc_v), .rd_grp(acc_grp),
+    .v(v_q), .grp(grp_q), .first(first_q), .last(last_q), .tlast(tlast_q),
+    .ntaps(ntaps_q), .val(val_q),
     .ov(ov), .osums(osums), .obits(obits), .otlast(otlast)
 );
 

@@ -11,9 +11,10 @@
  * sum, so the correction is applied once per position and no clear pass is
  * needed:
  *   sum = -CM * ntaps + 2 * (p_1 + p_2 + ...)      (CM = C_IN * (2^A - 1)).
- * With the last group the sum is compared with the channel's threshold at
- * the sum's own width (flip ? sum <= thr : sum >= thr) and leaves through
- * the output register. The threshold ROM holds {flip, flip ? ~thr : thr}:
+ * With the last group the sum is registered and, one cycle later, compared
+ * with the channel's threshold at the sum's own width (flip ? sum <= thr :
+ * sum >= thr; the threshold ROM is read with the last group), then leaves
+ * through the output register. The ROM holds {flip, flip ? ~thr : thr}:
  * ~sum >= ~thr is sum <= thr, so one subtraction serves both senses.
  *
  * Sums: one word of LANES sums per group in an inferred RAM with a
@@ -104,7 +105,7 @@ wire [LANES*(SUM_W+1)-1:0] thr_q;
 generate
     if (HAS_THRESH != 0) begin : thr
         rom #(.WIDTH(LANES*(SUM_W+1)), .DEPTH(GROUPS), .ADDR_W(GRP_W), .INIT_FILE(THRESH_FILE))
-        thr_rom (.clk(clk), .re(en && rd_v), .addr(rd_grp), .q(thr_q));
+        thr_rom (.clk(clk), .re(commit), .addr(grp), .q(thr_q));
     end else begin : no_thr
         assign thr_q = {LANES*(SUM_W+1){1'b0}};
     end
@@ -115,8 +116,6 @@ endgenerate
 wire [31:0] corr = {28'd0, ntaps} * CM;
 /* verilator lint_on UNUSEDSIGNAL */
 wire [SUM_W-1:0] start = -corr[SUM_W-1:0];
-reg  [SUM_W:0]   diff;
-reg  [LANES-1:0] bits;
 
 integer l;
 
@@ -124,9 +123,22 @@ always @* begin
     for (l = 0; l < LANES; l = l + 1) begin
         acc_new[l*SUM_W +: SUM_W] = (first ? start : acc_old[l*SUM_W +: SUM_W])
             + {{(SUM_W-VAL_W-1){1'b0}}, val[l*VAL_W +: VAL_W], 1'b0};
+    end
+end
+
+// compare stage: a finished group's sums, one cycle later, against the
+// thresholds read with them
+reg                    c_v;
+reg [LANES*SUM_W-1:0]  c_sums;
+reg                    c_tlast;
+reg [SUM_W:0]          diff;
+reg [LANES-1:0]        bits;
+
+always @* begin
+    for (l = 0; l < LANES; l = l + 1) begin
         // sign of (sum ^ flip) - thr, one bit wider than both
-        diff = {acc_new[l*SUM_W + SUM_W - 1] ^ thr_q[l*(SUM_W+1) + SUM_W],
-                acc_new[l*SUM_W +: SUM_W] ^ {SUM_W{thr_q[l*(SUM_W+1) + SUM_W]}}}
+        diff = {c_sums[l*SUM_W + SUM_W - 1] ^ thr_q[l*(SUM_W+1) + SUM_W],
+                c_sums[l*SUM_W +: SUM_W] ^ {SUM_W{thr_q[l*(SUM_W+1) + SUM_W]}}}
              - {thr_q[l*(SUM_W+1) + SUM_W - 1], thr_q[l*(SUM_W+1) +: SUM_W]};
         bits[l] = HAS_THRESH != 0 && !diff[SUM_W];
     end
@@ -134,14 +146,20 @@ end
 
 always @(posedge clk) begin
     if (en) begin
-        ov <= v && last;
+        c_v <= v && last;
         if (v && last) begin
-            osums <= acc_new;
+            c_sums <= acc_new;
+            c_tlast <= tlast && {{(32-GRP_W){1'b0}}, grp} == GROUPS - 1;
+        end
+        ov <= c_v;
+        if (c_v) begin
+            osums <= c_sums;
             obits <= bits;
-            otlast <= tlast && {{(32-GRP_W){1'b0}}, grp} == GROUPS - 1;
+            otlast <= c_tlast;
         end
     end
     if (rst) begin
+        c_v <= 1'b0;
         ov <= 1'b0;
         osums <= {LANES*SUM_W{1'b0}};
         obits <= {LANES{1'b0}};

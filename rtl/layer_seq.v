@@ -16,15 +16,17 @@
  *
  * A stage starts (and reads its item) in the first cycle with the item
  * `ready` and no stage running; it issues in that cycle and the next
- * length - 1. Every issued operation executes one cycle later (registered
- * memories); the double buffer relies on that single cycle: the Dot9 step
- * issued in cycle e+q writes its table entries at the end of cycle e+q+1,
- * and lane group j issued in cycle e+j reads the table in cycle e+j+1
- * (register table) or at the end of it (RAM table). With stage t in
- * cycles e .. e+L-1 (L >= STEPS, L >= GROUPS), item t's last write (end of
- * e+STEPS) precedes its first lane read in stage t+1 (cycle >= e+L+1), and
- * the lanes of item t-1 (reads by the end of e+GROUPS) finish before item
- * t+1 overwrites their half (from the end of cycle e+L+1).
+ * length - 1. Every issued operation executes two cycles later (a
+ * registered memory read, then a register on the patch and on the weight
+ * or codebook word); the double buffer relies on Dot9 and lane issues
+ * having that same delay: the Dot9 step issued in cycle e+q writes its
+ * table entries at the end of cycle e+q+2, and lane group j issued in
+ * cycle e+j reads the table in cycle e+j+2 (register table) or at the end
+ * of it (RAM table). With stage t in cycles e .. e+L-1 (L >= STEPS,
+ * L >= GROUPS), item t's last write (end of e+STEPS+1) precedes its first
+ * lane read in stage t+1 (cycle >= e+L+2), and the lanes of item t-1
+ * (reads by the end of e+GROUPS+1) finish before item t+1 overwrites their
+ * half (from the end of cycle e+L+2).
  * en low freezes everything (the output is back-pressured).
  */
 module layer_seq #

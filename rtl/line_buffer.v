@@ -19,9 +19,12 @@
  *
  * Read side: a cursor walks the items (output row oy, column ox, group g)
  * in raster order, g fastest. `ready` says the input rows of the item at
- * the cursor are complete; `rd` reads it (taps valid from the next cycle
- * until the next `rd`: the bank outputs hold) and advances. Reading the
- * last item of an output row frees the rows no later output row needs.
+ * the cursor are complete; `rd` reads it and advances. The bank outputs
+ * hold until the next read; the taps are selected from them and registered
+ * one cycle later (the patch fans out to every Dot9 unit), so an item read
+ * in cycle e is on the outputs from cycle e+2 until two cycles after the
+ * next read. Reading the last item of an output row frees the rows no
+ * later output row needs.
  */
 module line_buffer #
 (
@@ -50,16 +53,18 @@ module line_buffer #
     // sticky: s_tlast disagreed with the image geometry
     output reg                 err,
 
-    // read side (rd must only be high with ready)
-    output wire                ready,
+    // read side (rd must only be high with ready); en low holds the outputs
+    input  wire                en,
+    output reg                 ready,
     output wire                peek_last,
     input  wire                rd,
+    // the item read, registered two cycles after rd until two after the next:
     // tap j = 3*row + col: bits [(j*K + k)*A +: A] = channel g*K + k
     output reg  [9*K*A-1:0]    patch,
-    output wire [8:0]          mask,
+    output reg  [8:0]          mask,
     // channel g*K + k exists (C_IN need not be a multiple of K)
     output reg  [K-1:0]        chmask,
-    // the item read: first / last group of its position, last item of the image
+    // first / last group of its position, last item of the image
     output reg                 first,
     output reg                 last,
     output reg                 tlast,
@@ -89,8 +94,9 @@ localparam UW = $clog2(R + 1);
 localparam LASTK = C_IN - (NG - 1) * K;
 // H mod R: how far the ring slot of row 0 moves per image
 localparam HMR = H % R;
-// rows output row 0 needs
+// rows output rows 0 and 1 need
 localparam NEED0 = H > 2 ? 2 : H;
+localparam NEED1 = H > 2 + STRIDE ? 2 + STRIDE : H;
 // the last output row / column has no row / column below / right of the image
 localparam BOTTOM_CUT = (HO - 1) * STRIDE + 1 > H - 1;
 localparam RIGHT_CUT = (WO - 1) * STRIDE + 1 > W - 1;
@@ -213,6 +219,7 @@ reg [2:0]        xm;         // one-hot: the bank of window column 0
 reg [R-1:0]      ts;         // one-hot: the ring slot of window row 0 (row oy*S - 1)
 reg [R-1:0]      s0;         // one-hot: the ring slot of the image's row 0
 reg [NW-1:0]     need;       // rows output row oy needs: min(oy*S + 2, H)
+reg [NW-1:0]     need_up;    // the next output row's: min(need + S, H)
 reg [NW-1:0]     freed;      // rows of the image freed so far
 
 wire g_last = {{(32-GW){1'b0}}, g} == NG - 1;
@@ -220,7 +227,6 @@ wire ox_last = {{(32-OXW){1'b0}}, ox} == WO - 1;
 wire oy_last = {{(32-OYW){1'b0}}, oy} == HO - 1;
 wire row_end = g_last && ox_last;
 
-assign ready = {{(32-AVW){1'b0}}, avail} >= {{(32-NW){1'b0}}, need};
 assign peek_last = row_end && oy_last;
 
 // reading an output row's last item frees the rows below row (oy+1)*S - 1,
@@ -267,27 +273,41 @@ endfunction
 wire [2:0] shift_out = STRIDE == 1 ? xm : xm | rot3(xm, 1);
 
 // registered with the read: which slot is window row r, which bank column c
+reg           rd_q;
+reg [K-1:0]   r_chmask;
+reg           r_first;
+reg           r_last;
+reg           r_tlast;
+reg [3:0]     r_ntaps;
 reg [3*R-1:0] rsel;
 reg [8:0]     csel;
 reg [2:0]     row_in;
 reg [2:0]     col_in;
 
+// next-cycle values of the row counts: `ready` is registered from them
+wire [AVW-1:0] avail_n = avail + {{(AVW-1){1'b0}}, row_done} - (rd && peek_last ? H[AVW-1:0] : {AVW{1'b0}});
+wire [NW-1:0]  need_n = !(rd && row_end) ? need : oy_last ? NEED0[NW-1:0] : need_up;
+wire [NW-1:0]  need_up2 = {{(32-NW){1'b0}}, need_up} + STRIDE > H ? H[NW-1:0] : need_up + STRIDE[NW-1:0];
+
 integer k, n;
 always @(posedge clk) begin
     used <= used + {{(UW-1){1'b0}}, accept && nx == {XW{1'b0}}} - free_n;
-    avail <= avail + {{(AVW-1){1'b0}}, row_done} - (rd && peek_last ? H[AVW-1:0] : {AVW{1'b0}});
+    avail <= avail_n;
+    need <= need_n;
+    need_up <= !(rd && row_end) ? need_up : oy_last ? NEED1[NW-1:0] : need_up2;
+    ready <= {{(32-AVW){1'b0}}, avail_n} >= {{(32-NW){1'b0}}, need_n};
     if (rd) begin
         rsel <= {rot_r(ts, 2), rot_r(ts, 1), ts};
         csel <= {rot3(xm, 2), rot3(xm, 1), xm};
         row_in <= {!(oy_last && BOTTOM_CUT), 1'b1, oy != {OYW{1'b0}}};
         col_in <= {!(ox_last && RIGHT_CUT), 1'b1, ox != {OXW{1'b0}}};
         for (k = 0; k < K; k = k + 1) begin
-            chmask[k] <= !g_last || k < LASTK;
+            r_chmask[k] <= !g_last || k < LASTK;
         end
-        first <= g == {GW{1'b0}};
-        last <= g_last;
-        tlast <= peek_last;
-        ntaps <= ({3'd0, oy != {OYW{1'b0}}} + {3'd0, !(oy_last && BOTTOM_CUT)} + 4'd1)
+        r_first <= g == {GW{1'b0}};
+        r_last <= g_last;
+        r_tlast <= peek_last;
+        r_ntaps <= ({3'd0, oy != {OYW{1'b0}}} + {3'd0, !(oy_last && BOTTOM_CUT)} + 4'd1)
             * ({3'd0, ox != {OXW{1'b0}}} + {3'd0, !(ox_last && RIGHT_CUT)} + 4'd1);
         g <= g + 1'b1;
         if (g_last) begin
@@ -308,12 +328,10 @@ always @(posedge clk) begin
                     oy <= {OYW{1'b0}};
                     s0 <= rot_r(s0, HMR);
                     ts <= rot_r(s0, HMR + R - 1);
-                    need <= NEED0[NW-1:0];
                     freed <= {NW{1'b0}};
                 end else begin
                     oy <= oy + 1'b1;
                     ts <= rot_r(ts, STRIDE);
-                    need <= {{(32-NW){1'b0}}, need} + STRIDE > H ? H[NW-1:0] : need + STRIDE[NW-1:0];
                 end
             end
         end
@@ -329,12 +347,14 @@ always @(posedge clk) begin
         s0 <= {{(R-1){1'b0}}, 1'b1};
         ts <= {1'b1, {(R-1){1'b0}}};
         need <= NEED0[NW-1:0];
+        need_up <= NEED1[NW-1:0];
+        ready <= 1'b0;
         freed <= {NW{1'b0}};
-        first <= 1'b0;
-        last <= 1'b0;
-        tlast <= 1'b0;
-        ntaps <= 4'd0;
-        chmask <= {K{1'b0}};
+        r_first <= 1'b0;
+        r_last <= 1'b0;
+        r_tlast <= 1'b0;
+        r_ntaps <= 4'd0;
+        r_chmask <= {K{1'b0}};
         rsel <= {3*R{1'b0}};
         csel <= 9'd0;
         row_in <= 3'd0;
@@ -345,6 +365,7 @@ end
 // taps in two steps: window row r of every bank (its ring slot), then
 // window column c (its bank); one-hot AND-OR multiplexers
 reg [9*KA-1:0] bank_row;  // bank b, window row r at [(3*b + r)*KA]
+reg [9*KA-1:0] taps;
 
 integer r, c, bk, sl;
 always @* begin
@@ -357,23 +378,43 @@ always @* begin
             end
         end
     end
-    patch = {9*KA{1'b0}};
+    taps = {9*KA{1'b0}};
     for (r = 0; r < 3; r = r + 1) begin
         for (c = 0; c < 3; c = c + 1) begin
             for (bk = 0; bk < 3; bk = bk + 1) begin
-                patch[(3*r + c)*KA +: KA] = patch[(3*r + c)*KA +: KA]
+                taps[(3*r + c)*KA +: KA] = taps[(3*r + c)*KA +: KA]
                     | (bank_row[(3*bk + r)*KA +: KA] & {KA{csel[3*c + bk]}});
             end
         end
     end
 end
 
-genvar j;
-generate
-    for (j = 0; j < 9; j = j + 1) begin : tap
-        assign mask[j] = row_in[j / 3] && col_in[j % 3];
+integer j;
+always @(posedge clk) begin
+    if (en) begin
+        rd_q <= rd;
+        if (rd_q) begin
+            patch <= taps;
+            for (j = 0; j < 9; j = j + 1) begin
+                mask[j] <= row_in[j / 3] && col_in[j % 3];
+            end
+            chmask <= r_chmask;
+            first <= r_first;
+            last <= r_last;
+            tlast <= r_tlast;
+            ntaps <= r_ntaps;
+        end
     end
-endgenerate
+    if (rst) begin
+        rd_q <= 1'b0;
+        mask <= 9'd0;
+        chmask <= {K{1'b0}};
+        first <= 1'b0;
+        last <= 1'b0;
+        tlast <= 1'b0;
+        ntaps <= 4'd0;
+    end
+end
 
 endmodule
 

@@ -99,8 +99,11 @@ reg [DW:0] f1;
 reg [1:0]  cnt;
 
 wire pop = cnt != 2'd0 && m_tready;
+wire [1:0] cnt_n = cnt + {1'b0, push} - {1'b0, pop};
 
-assign en = cnt != 2'd2;
+// en = (cnt != 2), registered from the next count: it fans out to the whole engine
+reg en_r;
+assign en = en_r;
 assign m_tvalid = cnt != 2'd0;
 assign m_tdata = f0[DW-1:0];
 assign m_tlast = f0[DW];
@@ -116,9 +119,11 @@ always @(posedge clk) begin
             f1 <= {otlast, word};
         end
     end
-    cnt <= cnt + {1'b0, push} - {1'b0, pop};
+    cnt <= cnt_n;
+    en_r <= cnt_n != 2'd2;
     if (rst) begin
         cnt <= 2'd0;
+        en_r <= 1'b1;
         f0 <= {(DW+1){1'b0}};
         f1 <= {(DW+1){1'b0}};
     end

@@ -102,8 +102,8 @@ def test_dot9_phase_overlaps_lane_phase():
     layer = random_layer(rng, 16, 16, 4, 1, 2, 1)
     codes = rtlmodel.random_codes(rng, (16, 1, 2), 1)
     cycles = rtlsim.check_layer(layer, codes, EngineConfig("snn", 4, 4)).cycles
-    # input: 2 pixels of 16 cycles; fill stage 4, 31 stages of 4, drain 4; 3 cycles to the output
-    assert cycles == (2 * 16 + 1) + 4 + 31 * 4 + 4 + 2 + 1
+    # input: 2 pixels of 16 cycles; fill stage 4, 31 stages of 4, drain 4; 6 cycles to the output
+    assert cycles == (2 * 16 + 1) + 4 + 31 * 4 + 4 + 5 + 1
 
 
 def test_check_layer_reports_first_mismatch(monkeypatch):
@@ -374,3 +374,13 @@ def test_yosys_maps_every_engine_with_its_memories(engine):
     # small memories become LUT-RAM on LUT6 devices (the sub-bit tables among them)
     assert xilinx["lutram"] > 0 and xilinx["lut"] > 0
     assert not any(t.startswith("$") for t in xilinx["by_type"]), xilinx["by_type"]
+
+
+def test_nextpnr_places_a_small_engine_on_an_up5k(tmp_path):
+    from minisnn import rtlsynth
+    layer = random_layer(np.random.default_rng(4), 8, 8, 3, 6, 6, 1)
+    netlist = tmp_path / "netlist.json"
+    stats = rtlsynth.synth(layer, EngineConfig("snn", 4, 2, 1, "reg", "bits"), "ice40", netlist=netlist)
+    assert 0 < stats["lut"] <= rtlsynth.DEVICES["up5k"][2]
+    placed = rtlsynth.place(netlist, "up5k")
+    assert placed["device"] == "up5k" and 5 < placed["fmax_mhz"] < 500
