@@ -120,11 +120,15 @@ class Module:
         state.update({name: np.array(b, copy=copy) for name, b in self.named_buffers()})
         return state
 
-    def load_state_dict(self, state, source="state dict"):
+    def load_state_dict(self, state, source="state dict", assign=False):
         """Copy arrays in, checking names, shapes and dtype kinds.
 
-        Raises ValueError naming ``source``, the array, and the expected vs
-        found shape, for a missing, unexpected or misshapen array.
+        With ``assign`` (as PyTorch's) the module takes the arrays
+        themselves where their dtype and C order already fit, sharing them
+        with ``state`` instead of holding a second copy (read-only arrays
+        stay read-only). Raises ValueError naming ``source``, the array, and
+        the expected vs found shape, for a missing, unexpected or misshapen
+        array.
         """
         targets = {}
         for mod_name, mod in self.named_modules():
@@ -150,7 +154,8 @@ class Module:
             if value.dtype.kind != current.dtype.kind:
                 raise ValueError(f"{source}: array {key!r} has dtype {value.dtype}, "
                                  f"expected {current.dtype}")
-            value = value.astype(current.dtype, copy=True)
+            if not (assign and value.dtype == current.dtype and value.flags.c_contiguous):
+                value = value.astype(current.dtype, copy=True)
             if is_param:
                 getattr(mod, name).data = value
             else:

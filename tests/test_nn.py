@@ -209,3 +209,18 @@ def test_forward_hooks_see_every_call_and_go_away(rng):
     handle.remove()
     seq(x)
     assert len(seen) == 1
+
+
+def test_load_state_dict_assign_takes_fitting_arrays_without_copying(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.BatchNorm2d(3))
+    state = seq.state_dict()
+    state["1.weight"] = state["1.weight"].astype(np.float64)  # converted: a copy
+    state["1.bias"] = np.arange(6, dtype=np.float32)[::2]  # not contiguous: a copy
+    seq.load_state_dict(state, assign=True)
+    assert seq[0].weight.data is state["0.weight"]
+    assert seq[1].running_var is state["1.running_var"]
+    assert seq[1].weight.data.dtype == np.float32
+    np.testing.assert_array_equal(seq[1].weight.data, state["1.weight"])
+    assert seq[1].bias.data.flags.c_contiguous and seq[1].bias.data.tolist() == [0, 2, 4]
+    seq.load_state_dict(state)  # the default copies everything
+    assert not np.shares_memory(seq[0].weight.data, state["0.weight"])
