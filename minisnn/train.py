@@ -265,24 +265,11 @@ def run(args):
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
-        return _run(args, out)
+        trainer = _Trainer(args, out)  # builds the model, loads the data
+        trainer.start_or_resume()
+        return trainer.train()
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _run(args, out):
-    """Build, start or resume, then train epoch by epoch, checkpointing after each."""
-    trainer = _Trainer(args, out)
-    trainer.start_or_resume()
-    stop_at = args.epochs if args.stop_after is None else \
-        min(args.epochs, trainer.start_epoch + args.stop_after)
-    trainer.run_start = time.perf_counter()
-    for epoch in range(trainer.start_epoch, stop_at):
-        trainer.end_epoch(epoch, trainer.train_epoch(epoch, stop_at))
-    if stop_at < args.epochs:
-        print(f"stopped after epoch {stop_at} as asked; continue with --resume", flush=True)
-        return trainer.metrics
-    return trainer.finish()
 
 
 class _Trainer:
@@ -347,6 +334,20 @@ class _Trainer:
                                         if k.startswith("optim.")}, source=str(self.path))
         self.metrics, self.start_epoch = saved["metrics"], saved["epoch"]
         print(f"resuming {self.path} after epoch {self.start_epoch}", flush=True)
+
+    def train(self):
+        """Epochs up to --epochs (or --stop-after more), a checkpoint after each;
+        returns the summary, or the metrics when stopped early."""
+        args = self.args
+        stop_at = args.epochs if args.stop_after is None else \
+            min(args.epochs, self.start_epoch + args.stop_after)
+        self.run_start = time.perf_counter()
+        for epoch in range(self.start_epoch, stop_at):
+            self.end_epoch(epoch, self.train_epoch(epoch, stop_at))
+        if stop_at < args.epochs:
+            print(f"stopped after epoch {stop_at} as asked; continue with --resume", flush=True)
+            return self.metrics
+        return self.finish()
 
     def train_epoch(self, epoch, stop_at):
         """One pass over the epoch's batches. Returns (loss sum, correct, seen, seconds)."""
