@@ -37,6 +37,7 @@ CONFIG_KEY = "__config__"
 MAX_CHECKPOINT_BYTES = 1 << 31  # declared array bytes, when no model says what to expect
 MAX_CONFIG_BYTES = 1 << 22  # the JSON config (metrics of a few thousand epochs fit easily)
 MAX_JSON_DEPTH = 64
+_WRITE_PIECE = 1 << 20  # bytes handed to the zip writer at a time
 # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") names: 8 characters of [a-z0-9_]
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 # Complete JSON strings (skipped: brackets inside them do not nest), brackets, or the
@@ -145,13 +146,26 @@ def remove_stale_temporaries(directory):
 
 
 def _write_npz(f, arrays, compress=False):
-    # What np.savez does, minus its keyword collisions (an array named "file")
-    # and with pickling switched off as a second guard.
+    # What np.savez does, minus its keyword collisions (an array named "file").
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(f, mode="w", compression=mode, allowZip64=True) as zf:
         for name, value in arrays.items():
             with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, value, allow_pickle=False)
+                _write_npy(member, value)
+
+
+def _write_npy(f, value):
+    """The bytes np.lib.format.write_array writes (a Fortran-ordered array
+    in C order), the data in pieces of _WRITE_PIECE straight from the
+    array: write_array copies up to 16 MiB at a time into a zip member,
+    whose compressor holds as much again. Never pickles."""
+    value = np.asarray(value, order="C")
+    if value.dtype.hasobject:
+        raise ValueError(f"array of dtype {value.dtype} needs pickle; refused")
+    np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(value))
+    data = value.reshape(-1).view(np.uint8)
+    for start in range(0, data.size, _WRITE_PIECE):
+        f.write(data[start:start + _WRITE_PIECE])
 
 
 def _fsync_dir(directory):

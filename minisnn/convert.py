@@ -175,7 +175,7 @@ def pattern_codes(patterns, key, source="checkpoint"):
     return codes, int((np.abs(p) < SIGN_MEMORY).sum()), int((p == 0).sum())
 
 
-def near_ties(weight, kernels, chunk=1 << 14):
+def near_ties(weight, kernels, chunk=1 << 12):
     """How many kernels of ``weight`` (..., 3, 3) have two codebook ``kernels``
     (S, 9) nearly equally near: score gap w.K below :data:`NEAR_TIE`, where the
     float32 distances PyTorch computes may rank them either way."""
@@ -195,9 +195,14 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
     could not place; every model array must be filled. Warns about pattern
     entries whose sign the file does not determine and about exact-zero
     latent weights of a sign (BNN) conv.
+
+    Memory: the model is built without drawing weights and takes the
+    state's float32 arrays themselves (read-only, as
+    :func:`minisnn.torchfile.load` returns them), so the checkpoint is held
+    once. Convert and save; train from the saved file, not in place.
     """
     config = dict(infer(state, source, sign_weights), seed=int(seed))
-    model = models.build_model(config)
+    model = models.build_model(config, init=False)  # no weights drawn: all are loaded
     targets = {name: p.data for name, p in model.named_parameters()}
     targets.update(dict(model.named_buffers()))
     filled, small, zeros, small_layers = {}, 0, 0, []
@@ -248,7 +253,7 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
         source_key = name.replace(".binary_conv.codebook.weight", PATTERNS)
         raise ValueError(f"{source}: no key {source_key!r} for minisnn's {name!r} "
                          f"(shape {array.shape})")
-    model.load_state_dict(filled, source=str(source))
+    model.load_state_dict(filled, source=str(source), assign=True)  # no second copy
     ties = {name: near_ties(mod.weight.data, mod.codebook.kernels)
             for name, mod in model.named_modules() if isinstance(mod, SubBitConv2d)}
     if sum(ties.values()):

@@ -35,7 +35,8 @@ import numpy as np
 
 from . import functional as F
 from .nn import (AvgPool2d, BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh,
-                 Identity, LearnableBias, Linear, MaxPool2d, Module, PReLU, ReLU, Sequential)
+                 Identity, LearnableBias, Linear, MaxPool2d, Module, PReLU, ReLU, Sequential,
+                 SkipInit)
 from .quant import BinaryConv2d, SignInputConv2d
 
 QUANTS = ("fp", "bnn", "snn")
@@ -191,17 +192,24 @@ class _ResNet(Module):
         return dout
 
 
+def _generator(config, init):
+    """The random generator a model's layers draw from, in order; without
+    ``init`` one that skips the weight values (nn.SkipInit)."""
+    rng = np.random.default_rng(config.get("seed", 0))
+    return rng if init else SkipInit(rng)
+
+
 class ResNetCifar(_ResNet):
     """Stem conv, three stages of basic blocks, global pool, linear."""
 
     input_size = 32  # CIFAR images, 32x32
 
-    def __init__(self, config, depth=20, widths=(16, 32, 64), num_classes=10):
+    def __init__(self, config, depth=20, widths=(16, 32, 64), num_classes=10, init=True):
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         blocks = (depth - 2) // 6
         self.config = config
-        rng = np.random.default_rng(config.get("seed", 0))
+        rng = _generator(config, init)
         self.conv1 = Conv2d(3, widths[0], 3, 1, 1, rng=rng)
         self.bn1 = BatchNorm2d(widths[0])
         if config.get("block", "basic") == "basic":
@@ -234,9 +242,10 @@ class ResNetImageNet(_ResNet):
 
     input_size = 224
 
-    def __init__(self, config, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=1000):
+    def __init__(self, config, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=1000,
+                 init=True):
         self.config = config
-        rng = np.random.default_rng(config.get("seed", 0))
+        rng = _generator(config, init)
         self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng)
         self.bn1 = BatchNorm2d(widths[0])
         if config.get("block", "basic") == "basic":
@@ -295,9 +304,13 @@ ARCHS = {"resnet20": (ResNetCifar, dict(depth=20, widths=(16, 32, 64))),
          "resnet18": (ResNetImageNet, dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)))}
 
 
-def build_model(config):
+def build_model(config, init=True):
     """Rebuild a model from its config (as stored in a checkpoint); a config's
-    ``widths`` (channels per stage) replaces the architecture's."""
+    ``widths`` (channels per stage) replaces the architecture's.
+
+    ``init=False`` is for a model whose every array is loaded next: its
+    weights are zeros that take no memory until written, and its other
+    random state (a sub-bit codebook's seed) is that of ``init=True``."""
     arch = config.get("arch")
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
@@ -308,4 +321,4 @@ def build_model(config):
             raise ValueError(f"{arch} needs {len(kwargs['widths'])} positive stage widths, "
                              f"found {config['widths']}")
         kwargs = dict(kwargs, widths=widths)
-    return cls(config, num_classes=config.get("num_classes", 10), **kwargs)
+    return cls(config, num_classes=config.get("num_classes", 10), init=init, **kwargs)

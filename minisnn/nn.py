@@ -120,11 +120,15 @@ class Module:
         state.update({name: np.array(b, copy=copy) for name, b in self.named_buffers()})
         return state
 
-    def load_state_dict(self, state, source="state dict"):
+    def load_state_dict(self, state, source="state dict", assign=False):
         """Copy arrays in, checking names, shapes and dtype kinds.
 
-        Raises ValueError naming ``source``, the array, and the expected vs
-        found shape, for a missing, unexpected or misshapen array.
+        With ``assign`` (as PyTorch's) the module takes the arrays
+        themselves where their dtype and C order already fit, sharing them
+        with ``state`` instead of holding a second copy (read-only arrays
+        stay read-only). Raises ValueError naming ``source``, the array, and
+        the expected vs found shape, for a missing, unexpected or misshapen
+        array.
         """
         targets = {}
         for mod_name, mod in self.named_modules():
@@ -150,7 +154,8 @@ class Module:
             if value.dtype.kind != current.dtype.kind:
                 raise ValueError(f"{source}: array {key!r} has dtype {value.dtype}, "
                                  f"expected {current.dtype}")
-            value = value.astype(current.dtype, copy=True)
+            if not (assign and value.dtype == current.dtype and value.flags.c_contiguous):
+                value = value.astype(current.dtype, copy=True)
             if is_param:
                 getattr(mod, name).data = value
             else:
@@ -215,10 +220,46 @@ class Sequential(Module):
         return dout
 
 
+_DRAW_CHUNK = 1 << 16  # values per draw: bounds the float64 temporaries of large layers
+
+
+class SkipInit:
+    """Stands in for the numpy Generator a model is built with when every
+    array is loaded afterwards (``models.build_model(config, init=False)``).
+
+    Weights drawn through :func:`draw` come back as read-only zeros that
+    occupy no memory (a broadcast scalar) until loaded arrays replace them;
+    their values are still drawn and dropped, so the generator advances as
+    for a drawn model and the draws that are kept (a sub-bit codebook's
+    seed) come out the same. Every other method is the generator's own.
+    """
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+
+def draw(shape, rng, sample, dtype=np.float32):
+    """An array of ``shape`` holding ``sample(n)`` (float64), drawn n values
+    at a time: a numpy Generator draws value by value, so the values and the
+    generator's state are those of one call for all of them. With a
+    :class:`SkipInit` the values are drawn but not kept."""
+    skip = isinstance(rng, SkipInit)
+    size = int(np.prod(shape))
+    out = None if skip else np.empty(size, dtype)
+    for start in range(0, size, _DRAW_CHUNK):
+        values = sample(min(_DRAW_CHUNK, size - start))
+        if not skip:
+            out[start:start + values.size] = values
+    return np.broadcast_to(np.zeros((), dtype), shape) if skip else out.reshape(shape)
+
+
 def kaiming_normal(shape, rng, dtype=np.float32):
     """He initialisation for ReLU nets: std = sqrt(2 / fan_in)."""
-    fan_in = int(np.prod(shape[1:]))
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    std = np.sqrt(2.0 / int(np.prod(shape[1:])))
+    return draw(shape, rng, lambda n: rng.standard_normal(n) * std, dtype)
 
 
 class Conv2d(Module):
@@ -342,9 +383,9 @@ class Linear(Module):
     def __init__(self, in_features, out_features, rng=None):
         rng = rng if rng is not None else np.random.default_rng(0)
         bound = 1.0 / np.sqrt(in_features)
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features))
-                                .astype(np.float32), decay=True)
-        self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(np.float32))
+        self.weight = Parameter(draw((out_features, in_features), rng,
+                                     lambda n: rng.uniform(-bound, bound, n)), decay=True)
+        self.bias = Parameter(draw(out_features, rng, lambda n: rng.uniform(-bound, bound, n)))
         self.cache = None
 
     def forward(self, x):

@@ -32,6 +32,7 @@ _BIT_WEIGHTS = (1 << np.arange(9)).astype(np.int64)
 INITS = ("random", "frequent")
 P_CLAMP = 3.0  # |P| <= 3 after every update
 SIGN_MEMORY = 1e-3  # entries with |P| below this keep their previous sign
+_ASSIGN_CHUNK = 1 << 14  # kernels per float64 batch of nearest_kernels (1.2 MB)
 
 
 def codes_to_kernels(codes, dtype=np.float32):
@@ -127,15 +128,17 @@ def nearest_kernels(w, kernels):
     slack over the ~2^-50 of 9-term summation, which also covers the
     rounding of the threshold itself.
     """
-    w = np.ascontiguousarray(w, dtype=np.float64)
+    w = np.asarray(w)
     k = np.ascontiguousarray(kernels, dtype=np.float64)
     best = np.empty(len(w), dtype=np.int64)
-    near = np.empty(len(w), dtype=np.bool_)
-    _best_and_near(w, k, best, near)
-    if near.any():
-        rows = np.flatnonzero(near)
-        for r in rows[~_exact_rows(w[rows])]:
-            best[r] = _exact_argmax(w[r], k)
+    near = np.empty(min(len(w), _ASSIGN_CHUNK), dtype=np.bool_)
+    for start in range(0, len(w), _ASSIGN_CHUNK):  # bounded memory: float64 copies of a chunk
+        chunk = np.ascontiguousarray(w[start:start + _ASSIGN_CHUNK], dtype=np.float64)
+        _best_and_near(chunk, k, best[start:start + len(chunk)], near[:len(chunk)])
+        rows = np.flatnonzero(near[:len(chunk)])
+        if rows.size:
+            for r in rows[~_exact_rows(chunk[rows])]:
+                best[start + r] = _exact_argmax(chunk[r], k)
     return best
 
 

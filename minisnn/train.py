@@ -265,132 +265,177 @@ def run(args):
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
-        return _run(args, out)
+        trainer = _Trainer(args, out)  # builds the model, loads the data
+        trainer.start_or_resume()
+        return trainer.train()
     finally:
         lock.unlink(missing_ok=True)
 
 
-def _run(args, out):
-    path = out / CHECKPOINT
-    train_cfg = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
-    config = model_config(args)
-    model = build_model(config)  # a bad config fails here, before any data loads
-    teacher = load_teacher(args.teacher, model) if args.teacher else None
+class _Trainer:
+    """One run in ``out``: the model, its optimizer, data and teacher, and the
+    metrics recorded so far (as CS231n's Solver keeps them)."""
 
-    dataset = D.load_from_args(args, progress=not args.quiet)
-    batches = D.BatchIterator(dataset["x_train"], dataset["y_train"], args.batch_size,
-                              shuffle=True, augment=not args.no_augment, seed=args.seed,
-                              drop_last=True)
-    steps_per_epoch = len(batches)
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {args.batch_size} exceeds the {len(dataset['y_train'])} "
-                         "training images: lower --batch-size")
-    total_steps = steps_per_epoch * args.epochs
-    teacher_cache = None
-    if teacher is not None and args.teacher_cache:
-        teacher_cache = TeacherLogits(args.teacher_cache, args.teacher, dataset["x_train"],
-                                      dataset["y_train"], args.seed, args.batch_size,
-                                      not args.no_augment, steps_per_epoch,
-                                      model.fc.weight.data.shape[0])
+    def __init__(self, args, out):
+        self.args, self.out, self.path = args, out, out / CHECKPOINT
+        self.train_cfg = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
+        self.config = model_config(args)
+        self.model = build_model(self.config)  # a bad config fails here, before any data loads
+        self.teacher = load_teacher(args.teacher, self.model) if args.teacher else None
+        self.dataset = D.load_from_args(args, progress=not args.quiet)
+        self.batches = D.BatchIterator(self.dataset["x_train"], self.dataset["y_train"],
+                                       args.batch_size, shuffle=True, augment=not args.no_augment,
+                                       seed=args.seed, drop_last=True)
+        self.steps_per_epoch = len(self.batches)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch size {args.batch_size} exceeds the "
+                             f"{len(self.dataset['y_train'])} training images: lower --batch-size")
+        self.total_steps = self.steps_per_epoch * args.epochs
+        self.teacher_cache = None
+        if self.teacher is not None and args.teacher_cache:
+            self.teacher_cache = TeacherLogits(
+                args.teacher_cache, args.teacher, self.dataset["x_train"],
+                self.dataset["y_train"], args.seed, args.batch_size, not args.no_augment,
+                self.steps_per_epoch, self.model.fc.weight.data.shape[0])
 
-    resuming = args.resume and path.exists()  # the checkpoint restores every array below
-    if args.weights_from and not resuming:
+    def start_or_resume(self):
+        """Fresh weights (``--weights-from``, ``--init-from``) or the checkpoint's
+        state; then the update hooks, the recalibration images and a header line."""
+        args, model = self.args, self.model
+        resuming = args.resume and self.path.exists()  # the checkpoint restores every array
+        if not resuming:
+            _start_weights(args, model)
+        self.optimizer = build_optimizer(args, model)
+        self.metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [],
+                        "test_acc": [], "lr": [], "epoch_seconds": [], "images_per_second": []}
+        self.start_epoch = 0
+        if resuming:
+            self._restore()
+        elif self.path.exists() and not args.resume:
+            raise FileExistsError(f"{self.path} exists: pass --resume to continue it, or "
+                                  "choose another --out")
+        self.hooks = update_hooks(model)
+        n_train = len(self.dataset["y_train"])
+        if args.bn_recalibrate:
+            pick = np.random.default_rng(args.seed).choice(
+                n_train, min(args.bn_recalibrate, n_train), replace=False)
+            self.recal_x = self.dataset["x_train"][np.sort(pick)]
+        self.name = mode_name(args.quant, args.act, self.config["tau"])
+        print(f"{args.arch} {self.name}: {n_train} train / {len(self.dataset['y_test'])} test "
+              f"images, {args.epochs} epochs x {self.steps_per_epoch} steps, batch "
+              f"{args.batch_size}", flush=True)
+
+    def _restore(self):
+        arrays, saved = ckpt.load_checkpoint(self.path)
+        ckpt.check_config(saved["train"], self.train_cfg, self.path,
+                          defaults=vars(build_parser().parse_args([])))
+        ckpt.restore_module(self.model, arrays, self.path)
+        self.optimizer.load_state_dict({k[len("optim."):]: v for k, v in arrays.items()
+                                        if k.startswith("optim.")}, source=str(self.path))
+        self.metrics, self.start_epoch = saved["metrics"], saved["epoch"]
+        print(f"resuming {self.path} after epoch {self.start_epoch}", flush=True)
+
+    def train(self):
+        """Epochs up to --epochs (or --stop-after more), a checkpoint after each;
+        returns the summary, or the metrics when stopped early."""
+        args = self.args
+        stop_at = args.epochs if args.stop_after is None else \
+            min(args.epochs, self.start_epoch + args.stop_after)
+        self.run_start = time.perf_counter()
+        for epoch in range(self.start_epoch, stop_at):
+            self.end_epoch(epoch, self.train_epoch(epoch, stop_at))
+        if stop_at < args.epochs:
+            print(f"stopped after epoch {stop_at} as asked; continue with --resume", flush=True)
+            return self.metrics
+        return self.finish()
+
+    def train_epoch(self, epoch, stop_at):
+        """One pass over the epoch's batches. Returns (loss sum, correct, seen, seconds)."""
+        args, t0 = self.args, time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        cached = self.teacher_cache.load(epoch) if self.teacher_cache else None
+        fresh = []
+        for i, (xb, yb) in enumerate(self.batches.epoch(epoch)):
+            step = epoch * self.steps_per_epoch + i
+            self.optimizer.lr = lr_at(step, self.total_steps, args.lr, args.schedule,
+                                      args.warmup_epochs * self.steps_per_epoch)
+            t_logits = None
+            if self.teacher is not None:
+                t_logits = cached[i] if cached is not None else self.teacher.forward(xb)
+                if self.teacher_cache and cached is None:
+                    fresh.append(t_logits)
+            loss, right = train_step(self.model, self.optimizer, xb, yb, self.hooks, t_logits)
+            _check_finite(loss, epoch, i + 1, self.out)
+            loss_sum += loss * len(yb)
+            correct += right
+            seen += len(yb)
+            if not args.quiet and ((i + 1) % args.log_every == 0 or i + 1 == self.steps_per_epoch):
+                self._log_step(epoch, i, stop_at, loss_sum, correct, seen, t0)
+        seconds = time.perf_counter() - t0
+        if self.teacher_cache and cached is None:
+            self.teacher_cache.save(epoch, fresh)
+        return loss_sum, correct, seen, seconds
+
+    def _log_step(self, epoch, i, stop_at, loss_sum, correct, seen, t0):
+        rate = seen / (time.perf_counter() - t0)
+        done = (epoch - self.start_epoch) * self.steps_per_epoch + i + 1
+        left = (stop_at - self.start_epoch) * self.steps_per_epoch - done
+        eta = (time.perf_counter() - self.run_start) / done * left
+        print(f"epoch {epoch + 1}/{self.args.epochs} step {i + 1}/{self.steps_per_epoch} "
+              f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
+              f"lr {self.optimizer.lr:.4g} {rate:.0f} img/s ETA {_fmt_time(eta)}", flush=True)
+
+    def end_epoch(self, epoch, stats):
+        """Recalibrate batch norm if asked, evaluate, record, report and checkpoint."""
+        args, model = self.args, self.model
+        loss_sum, correct, seen, seconds = stats
+        if args.bn_recalibrate:
+            # augmented as in training: the batch-norm affine was learnt on those statistics
+            x = self.recal_x
+            recalibrate_batchnorm(model, x if args.no_augment else
+                                  D.augment(x, np.random.default_rng([args.seed, epoch])))
+        test_loss, test_acc = evaluate(model, self.dataset["x_test"], self.dataset["y_test"])
+        for key, value in (("epoch", epoch + 1), ("train_loss", loss_sum / seen),
+                           ("train_acc", correct / seen), ("test_loss", test_loss),
+                           ("test_acc", test_acc), ("lr", self.optimizer.lr),
+                           ("epoch_seconds", seconds), ("images_per_second", seen / seconds)):
+            self.metrics[key].append(value)
+        print(f"epoch {epoch + 1}/{args.epochs} done in {_fmt_time(seconds)}: train loss "
+              f"{loss_sum / seen:.4f} acc {100 * correct / seen:.2f}%, test loss {test_loss:.4f} "
+              f"acc {100 * test_acc:.2f}%", flush=True)
+        arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+        arrays.update({f"optim.{k}": v for k, v in self.optimizer.state_dict().items()})
+        ckpt.save_checkpoint(self.path, arrays, {"model": self.config, "train": self.train_cfg,
+                                                 "epoch": epoch + 1, "metrics": self.metrics})
+
+    def finish(self):
+        """Write metrics.json and curves.png; returns the summary."""
+        metrics, out = self.metrics, self.out
+        summary = dict(metrics, mode=self.name, model=self.config, train=self.train_cfg,
+                       final_test_acc=metrics["test_acc"][-1] if metrics["test_acc"] else None,
+                       total_seconds=float(sum(metrics["epoch_seconds"])))
+        ckpt.write_json(out / "metrics.json", summary)  # atomic: drivers poll for it
+        if metrics["epoch"]:
+            training_curves({k: metrics[k] for k in ("epoch", "train_loss", "train_acc",
+                                                     "test_acc", "lr")}, out / "curves.png")
+        print(f"wrote {self.path}, {out / 'metrics.json'} and {out / 'curves.png'}", flush=True)
+        return summary
+
+
+def _start_weights(args, model):
+    """A fresh run's starting point: ``--weights-from`` copies a trained
+    checkpoint's matching arrays, ``--init-from`` fills the codebooks."""
+    if args.weights_from:
         arrays, _ = ckpt.load_checkpoint(args.weights_from)
         kept = ckpt.init_module_from(model, arrays, args.weights_from)
         print(f"weights from {args.weights_from}; {len(kept)} arrays keep their fresh "
               f"initialisation" + (f" ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})"
                                    if kept else ""), flush=True)
-    if args.init_from and not resuming:
+    if args.init_from:
         from .subbit import init_codebooks_from
         arrays, _ = ckpt.load_checkpoint(args.init_from)
         init_codebooks_from(model, {k[len("model."):]: v for k, v in arrays.items()
                                     if k.startswith("model.")}, source=args.init_from)
-    optimizer = build_optimizer(args, model)
-    metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [],
-               "lr": [], "epoch_seconds": [], "images_per_second": []}
-    start_epoch = 0
-    if resuming:
-        arrays, saved = ckpt.load_checkpoint(path)
-        ckpt.check_config(saved["train"], train_cfg, path,
-                          defaults=vars(build_parser().parse_args([])))
-        ckpt.restore_module(model, arrays, path)
-        optimizer.load_state_dict({k[len("optim."):]: v for k, v in arrays.items()
-                                   if k.startswith("optim.")}, source=str(path))
-        metrics, start_epoch = saved["metrics"], saved["epoch"]
-        print(f"resuming {path} after epoch {start_epoch}", flush=True)
-    elif path.exists() and not args.resume:
-        raise FileExistsError(f"{path} exists: pass --resume to continue it, or choose another --out")
-
-    hooks = update_hooks(model)
-    if args.bn_recalibrate:
-        n = min(args.bn_recalibrate, len(dataset["y_train"]))
-        pick = np.random.default_rng(args.seed).choice(len(dataset["y_train"]), n, replace=False)
-        recal_x = dataset["x_train"][np.sort(pick)]
-    name = mode_name(args.quant, args.act, config["tau"])
-    print(f"{args.arch} {name}: {len(dataset['y_train'])} train / {len(dataset['y_test'])} test images, "
-          f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}", flush=True)
-    stop_at = args.epochs if args.stop_after is None else min(args.epochs, start_epoch + args.stop_after)
-    run_start = time.perf_counter()
-    for epoch in range(start_epoch, stop_at):
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        cached = teacher_cache.load(epoch) if teacher_cache else None
-        fresh = []
-        for i, (xb, yb) in enumerate(batches.epoch(epoch)):
-            step = epoch * steps_per_epoch + i
-            optimizer.lr = lr_at(step, total_steps, args.lr, args.schedule,
-                                 args.warmup_epochs * steps_per_epoch)
-            t_logits = None
-            if teacher is not None:
-                t_logits = cached[i] if cached is not None else teacher.forward(xb)
-                if teacher_cache and cached is None:
-                    fresh.append(t_logits)
-            loss, right = train_step(model, optimizer, xb, yb, hooks, t_logits)
-            _check_finite(loss, epoch, i + 1, out)
-            loss_sum += loss * len(yb)
-            correct += right
-            seen += len(yb)
-            if not args.quiet and ((i + 1) % args.log_every == 0 or i + 1 == steps_per_epoch):
-                elapsed = time.perf_counter() - t0
-                rate = seen / elapsed
-                done = (epoch - start_epoch) * steps_per_epoch + i + 1
-                left = (stop_at - start_epoch) * steps_per_epoch - done
-                eta = (time.perf_counter() - run_start) / done * left
-                print(f"epoch {epoch + 1}/{args.epochs} step {i + 1}/{steps_per_epoch} "
-                      f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
-                      f"lr {optimizer.lr:.4g} {rate:.0f} img/s ETA {_fmt_time(eta)}", flush=True)
-        seconds = time.perf_counter() - t0
-        if teacher_cache and cached is None:
-            teacher_cache.save(epoch, fresh)
-        if args.bn_recalibrate:
-            # augmented as in training: the batch-norm affine was learnt on those statistics
-            recalibrate_batchnorm(model, recal_x if args.no_augment else
-                                  D.augment(recal_x, np.random.default_rng([args.seed, epoch])))
-        test_loss, test_acc = evaluate(model, dataset["x_test"], dataset["y_test"])
-        for key, value in (("epoch", epoch + 1), ("train_loss", loss_sum / seen),
-                           ("train_acc", correct / seen), ("test_loss", test_loss),
-                           ("test_acc", test_acc), ("lr", optimizer.lr),
-                           ("epoch_seconds", seconds), ("images_per_second", seen / seconds)):
-            metrics[key].append(value)
-        print(f"epoch {epoch + 1}/{args.epochs} done in {_fmt_time(seconds)}: train loss "
-              f"{loss_sum / seen:.4f} acc {100 * correct / seen:.2f}%, test loss {test_loss:.4f} "
-              f"acc {100 * test_acc:.2f}%", flush=True)
-        arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-        arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
-        ckpt.save_checkpoint(path, arrays, {"model": config, "train": train_cfg,
-                                            "epoch": epoch + 1, "metrics": metrics})
-    if stop_at < args.epochs:
-        print(f"stopped after epoch {stop_at} as asked; continue with --resume", flush=True)
-        return metrics
-    summary = dict(metrics, mode=name, model=config, train=train_cfg,
-                   final_test_acc=metrics["test_acc"][-1] if metrics["test_acc"] else None,
-                   total_seconds=float(sum(metrics["epoch_seconds"])))
-    ckpt.write_json(out / "metrics.json", summary)  # atomic: drivers poll for it
-    if metrics["epoch"]:
-        training_curves({k: metrics[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")},
-                        out / "curves.png")
-    print(f"wrote {path}, {out / 'metrics.json'} and {out / 'curves.png'}", flush=True)
-    return summary
 
 
 def build_parser():

@@ -55,6 +55,28 @@ def test_round_trip_bit_identical(tmp_path):
     assert np.array_equal(resumed.random(5), gen.random(5))
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_members_hold_the_bytes_numpy_writes(tmp_path, monkeypatch, compress):
+    """Arrays are written in pieces (here of 7 bytes, so pieces end mid-element),
+    yet every member holds exactly what np.save writes; Fortran order comes back equal."""
+    import io
+    import zipfile
+    monkeypatch.setattr(checkpoint, "_WRITE_PIECE", 7)
+    rng = np.random.default_rng(1)
+    arrays = {"f4": rng.standard_normal((3, 5, 2)).astype(np.float32), "scalar": np.array(5),
+              "empty": np.zeros((0, 4)), "bool": rng.random(13) < 0.5,
+              "be": np.arange(6, dtype=">i4"), "u2": np.arange(9, dtype=np.uint16).reshape(3, 3)}
+    path = save_checkpoint(tmp_path / "a.npz", arrays, {}, compress=compress)
+    with zipfile.ZipFile(path) as zf:
+        for name, value in arrays.items():
+            expected = io.BytesIO()
+            np.save(expected, value, allow_pickle=False)
+            assert zf.read(name + ".npy") == expected.getvalue(), name
+    fortran = np.asfortranarray(rng.standard_normal((4, 3)))
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "f.npz", {"f": fortran}, {}))
+    np.testing.assert_array_equal(loaded["f"], fortran)
+
+
 def test_numpy_scalars_in_config_become_numbers(tmp_path):
     path = save_checkpoint(tmp_path / "a.npz", {}, {"acc": np.float32(0.5), "n": np.int64(7)})
     _, config = load_checkpoint(path)
@@ -86,7 +108,7 @@ def test_crash_during_write_keeps_old_checkpoint(tmp_path, monkeypatch, target):
         raise OSError("simulated crash")
 
     if target == "write":
-        monkeypatch.setattr(np.lib.format, "write_array", crash)
+        monkeypatch.setattr(checkpoint, "_write_npy", crash)
     else:
         monkeypatch.setattr(checkpoint.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):

@@ -204,3 +204,27 @@ def test_model_config_keeps_tau_and_options_for_subbit_models_only():
     assert models.model_config("resnet20", "bnn", "binary", tau=5, period=3)["tau"] is None
     cfg = models.model_config("resnet18", "snn", "binary", tau=4, block="reactnet", period=3)
     assert cfg["tau"] == 4 and cfg["snn_options"] == {"period": 3}
+
+
+@pytest.mark.parametrize("arch,quant,block", [("resnet18", "snn", "reactnet"),
+                                              ("resnet20", "snn", "basic"),
+                                              ("resnet20", "bnn", "basic")])
+def test_a_model_built_without_init_keeps_the_other_random_state(arch, quant, block):
+    """init=False: every weight a read-only zero that takes no memory, every
+    other array (codebook codes and seeds, batch-norm state) as with init=True."""
+    config = models.model_config(arch, quant, "binary", tau=5 if quant == "snn" else None,
+                                 seed=4, num_classes=10, block=block)
+    drawn = models.build_model(config)
+    bare = models.build_model(config, init=False)
+    weights = {name for name, p in drawn.named_parameters()  # conv and linear weights, fc bias
+               if (name.endswith("weight") and p.data.ndim >= 2
+                   and not name.endswith("codebook.weight")) or name == "fc.bias"}
+    assert len(weights) > 10
+    for name, value in bare.state_dict(copy=False).items():
+        if name in weights:
+            assert value.strides == (0,) * value.ndim and not value.any(), name
+        elif not name.endswith((".idx", "codebook.weight")):  # both derived from the weights
+            np.testing.assert_array_equal(value, drawn.state_dict()[name], err_msg=name)
+    if quant == "snn":
+        seeds = [m.codebook.seed for _, m in bare.named_modules() if isinstance(m, SubBitConv2d)]
+        assert len(set(int(s) for s in seeds)) == len(seeds)  # drawn, not defaulted

@@ -209,3 +209,46 @@ def test_forward_hooks_see_every_call_and_go_away(rng):
     handle.remove()
     seq(x)
     assert len(seen) == 1
+
+
+def test_weights_are_drawn_in_chunks_as_in_one_call():
+    """kaiming_normal and Linear draw in chunks of 2^16: the values and the
+    generator's state are those of one call for all of them."""
+    shape = (40, 30, 7, 7)  # 58800 values: not a multiple of the chunk
+    w = nn.kaiming_normal(shape, np.random.default_rng(4))
+    ref = np.random.default_rng(4)
+    np.testing.assert_array_equal(
+        w, (ref.standard_normal(shape) * np.sqrt(2.0 / (30 * 49))).astype(np.float32))
+    rng = np.random.default_rng(5)
+    lin = nn.Linear(300, 250, rng=rng)  # 75000 weights
+    ref = np.random.default_rng(5)
+    bound = 1.0 / np.sqrt(300)
+    np.testing.assert_array_equal(lin.weight.data,
+                                  ref.uniform(-bound, bound, (250, 300)).astype(np.float32))
+    np.testing.assert_array_equal(lin.bias.data, ref.uniform(-bound, bound, 250).astype(np.float32))
+    assert rng.integers(0, 2 ** 62) == ref.integers(0, 2 ** 62)
+
+
+def test_skip_init_draws_but_keeps_no_weights():
+    rng, ref = nn.SkipInit(np.random.default_rng(6)), np.random.default_rng(6)
+    conv = nn.Conv2d(64, 64, 3, rng=rng)
+    ref.standard_normal(64 * 64 * 9)
+    w = conv.weight.data
+    assert w.shape == (64, 64, 3, 3) and w.dtype == np.float32 and not w.any()
+    assert w.strides == (0, 0, 0, 0) and not w.flags.writeable  # one broadcast zero
+    assert rng.integers(0, 2 ** 62) == ref.integers(0, 2 ** 62)  # the generator advanced alike
+
+
+def test_load_state_dict_assign_takes_fitting_arrays_without_copying(rng):
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.BatchNorm2d(3))
+    state = seq.state_dict()
+    state["1.weight"] = state["1.weight"].astype(np.float64)  # converted: a copy
+    state["1.bias"] = np.arange(6, dtype=np.float32)[::2]  # not contiguous: a copy
+    seq.load_state_dict(state, assign=True)
+    assert seq[0].weight.data is state["0.weight"]
+    assert seq[1].running_var is state["1.running_var"]
+    assert seq[1].weight.data.dtype == np.float32
+    np.testing.assert_array_equal(seq[1].weight.data, state["1.weight"])
+    assert seq[1].bias.data.flags.c_contiguous and seq[1].bias.data.tolist() == [0, 2, 4]
+    seq.load_state_dict(state)  # the default copies everything
+    assert not np.shares_memory(seq[0].weight.data, state["0.weight"])

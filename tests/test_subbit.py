@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from gradcheck import assert_close, numerical_grad
 from minisnn import functional as F
-from minisnn import models
+from minisnn import models, subbit
 from minisnn.nn import softmax_cross_entropy
 from minisnn.quant import BinaryConv2d, weight_scale
 from minisnn.subbit import (ALL_KERNELS, Codebook, SubBitConv2d, binary_kernel_codes,
@@ -79,7 +79,10 @@ def test_assignment_exact_where_float64_rounding_would_tie():
     assert nearest_kernels(w, k).tolist() == [1] == brute_nearest(w, k).tolist()
 
 
-def test_assignment_wide_magnitudes_and_constructed_ties(rng):
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_assignment_wide_magnitudes_and_constructed_ties(rng, monkeypatch, chunk):
+    if chunk:  # rows scored in batches of 7: batch ends and the exact fallback meet
+        monkeypatch.setattr(subbit, "_ASSIGN_CHUNK", chunk)
     kernels = codes_to_kernels(rng.choice(512, 16, replace=False)).reshape(-1, 9)
     mags = 2.0 ** rng.integers(-70, 2, (300, 9)) * rng.integers(-3, 4, (300, 9))
     w = mags.astype(np.float32)
