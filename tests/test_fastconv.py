@@ -114,3 +114,28 @@ def test_im2col_and_col2im_give_the_reference_bits(n, c, h, w, kh, kw, stride, p
     ref_dx = F.col2im_reference(dcols, x.shape, kh, kw, stride, padding)
     assert dx.shape == x.shape
     assert dx.tobytes() == np.ascontiguousarray(ref_dx).tobytes()
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), c_in=st.integers(1, 4), c_out=st.integers(1, 5),
+       h=st.integers(1, 18), w=st.integers(1, 18), stride=st.integers(1, 2),
+       method=st.sampled_from(["auto", "direct", "gemm", "reference"]),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_backward_with_dout_scale_is_the_backward_of_the_scaled_gradient(
+        n, c_in, c_out, h, w, stride, method, seed, dtype):
+    """dout_scale gives the bytes of scaling dout with channel_affine first."""
+    if method == "direct":
+        stride = 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    wt = rng.standard_normal((c_out, c_in, 3, 3)).astype(dtype)
+    out, cache = fastconv.conv2d_forward(x, wt, stride, 1, method)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dout.reshape(-1)[::3] = -0.0
+    scale = rng.standard_normal(c_out).astype(dtype)
+    scaled = np.empty_like(dout)
+    F.channel_affine(dout, scale, np.zeros_like(scale), scaled)
+    dx, dw = fastconv.conv2d_backward(scaled, cache)
+    fdx, fdw = fastconv.conv2d_backward(dout, cache, dout_scale=scale)
+    assert np.ascontiguousarray(fdx).tobytes() == np.ascontiguousarray(dx).tobytes()
+    assert fdw.tobytes() == dw.tobytes()
