@@ -584,10 +584,8 @@ class BasicBlock(Module):
             F.add(dh, dout, dh)
         dmid = self.act1.backward(dh)
         dx = self.conv1.backward(self.bn1.backward(dmid))
-        shortcut = self.shortcut.backward(dmid if self.double_shortcut else dout)
-        out = np.empty(dx.shape, dout.dtype)  # dx may be a strided view (col2im's crop)
-        F.add(dx, shortcut, out)
-        return out
+        F.add(dx, self.shortcut.backward(dmid if self.double_shortcut else dout), dx)
+        return dx
 
 
 def softmax_cross_entropy(logits, labels):
