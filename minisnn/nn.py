@@ -72,7 +72,8 @@ class Module:
         return _HookHandle(hooks, key)
 
     def has_forward_hooks(self):
-        """Whether a hook would see this module's calls (a parent fuses only then not)."""
+        """Whether forward hooks are registered (a parent fuses this module into a
+        pass of its own only when none are)."""
         return bool(self.__dict__.get("_forward_hooks"))
 
     def run_forward_hooks(self, x, out):
