@@ -21,8 +21,9 @@
 import numpy as np
 from numba import njit, prange
 
-from .functional import (check_conv_input, conv2d_backward_reference, conv2d_forward_reference,
-                         conv_output_size, gemm_columns_backward, gemm_columns_forward, pad_nchw)
+from .functional import (channel_affine, check_conv_input, conv2d_backward_reference,
+                         conv2d_forward_reference, conv_output_size, gemm_columns_backward,
+                         gemm_columns_forward, pad_nchw)
 
 _GROUP_FLOATS = 2048  # images per kernel task: enough planes for ~2048-float loops (1024: 3-12% slower)
 _DIRECT_MIN_SIDE = 16  # below 16x16 planes BLAS wins (measured: 64 channels at 8x8)
@@ -81,11 +82,14 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
 
 
 @njit(parallel=True, cache=True)
-def _pad_planes(x, buf):
-    """Write each plane (c, n) of x into buf with a zero border (pad_flat)."""
+def _pad_planes(x, scale, buf):
+    """Write each plane (c, n) of x into buf with a zero border (pad_flat); with
+    a non-empty scale, x[:, c] * scale[c] + 0 instead of x (channel_affine's
+    rounding, no FMA: this kernel has no fastmath)."""
     n, c, h, w = x.shape
     wp = w + 2
     plane = (h + 2) * wp
+    zero = buf.dtype.type(0)
     for t in prange(c * n):
         b = t * plane
         ch, img = t // n, t % n
@@ -93,21 +97,27 @@ def _pad_planes(x, buf):
         for y in range(h):
             r = b + (y + 1) * wp
             buf[r] = 0
-            for i in range(w):
-                buf[r + 1 + i] = x[img, ch, y, i]
+            if scale.size:
+                a = scale[ch]
+                for i in range(w):
+                    buf[r + 1 + i] = x[img, ch, y, i] * a + zero
+            else:
+                for i in range(w):
+                    buf[r + 1 + i] = x[img, ch, y, i]
             buf[r + w + 1] = 0
         buf[b + (h + 1) * wp:b + plane] = 0
 
 
-def pad_flat(x):
-    """Zero-pad (N, C, H, W) by 1 into a (C, N, H+2, W+2) buffer.
+def pad_flat(x, scale=None):
+    """Zero-pad (N, C, H, W) by 1 into a (C, N, H+2, W+2) buffer; with ``scale``
+    (C,), pad x[:, c] * scale[c] instead.
 
     Returns (buf, shape) with buf flat and shape = (C, N, H+2, W+2): the
     padded plane of image n, channel c starts at (c*N + n) * (H+2)*(W+2).
     """
     n, c, h, w = x.shape
     buf = np.empty(c * n * (h + 2) * (w + 2), dtype=x.dtype)
-    _pad_planes(x, buf)
+    _pad_planes(x, np.empty(0, x.dtype) if scale is None else scale.astype(x.dtype), buf)
     return buf, (c, n, h + 2, w + 2)
 
 
@@ -295,13 +305,22 @@ def conv2d_forward(x, w, stride=1, padding=0, method="auto"):
     return gemm_columns_forward(cols, w, n, ho, wo), ("gemm", x.shape, cols, w, stride, padding)
 
 
-def conv2d_backward(dout, cache, need_dx=True):
-    """Gradients (dx, dw) of :func:`conv2d_forward`; dx is None if not needed."""
+def conv2d_backward(dout, cache, need_dx=True, dout_scale=None):
+    """Gradients (dx, dw) of :func:`conv2d_forward`; dx is None if not needed.
+
+    With ``dout_scale`` (C_out,) the gradient is dout[:, o] * dout_scale[o],
+    as functional.channel_affine computes it (a binary conv's alpha); the
+    direct path scales while it pads.
+    """
+    if dout_scale is not None and cache[0] != "direct":
+        scaled = np.empty_like(dout)
+        channel_affine(dout, dout_scale, np.zeros_like(dout_scale), scaled)
+        dout, dout_scale = scaled, None
     if cache[0] == "reference":
         return conv2d_backward_reference(dout, cache, need_dx)
     if cache[0] == "direct":
         _, xbuf, shape, w = cache
-        gbuf, gshape = pad_flat(np.ascontiguousarray(dout))
+        gbuf, gshape = pad_flat(np.ascontiguousarray(dout), dout_scale)
         dw = np.empty_like(w)
         group = _images_per_task(shape)
         _direct3x3_dw(xbuf, gbuf, shape, w.shape[0], group, dw)

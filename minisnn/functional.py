@@ -147,6 +147,50 @@ def channel_affine(x, scale, shift, out):
                 out[n, c, y, z] = x[n, c, y, z] * a + b
 
 
+# nsz only, as relu's max: no contraction into an FMA, no reassociation, so
+# each of the fused operations rounds as it does in its own pass
+@njit(parallel=True, fastmath={"nnan", "ninf", "nsz"}, cache=True)
+def channel_affine_relu(x, scale, shift, out):
+    """out = max(x[:, c] * scale[c] + shift[c], 0): channel_affine, then relu, in one pass."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        a = scale[c]
+        b = shift[c]
+        for y in range(h):
+            for z in range(w):
+                out[n, c, y, z] = max(x[n, c, y, z] * a + b, 0)
+
+
+@njit(parallel=True, fastmath={"nnan", "ninf", "nsz"}, cache=True)
+def channel_affine_add_relu(x, scale, shift, residual, out):
+    """out = max((x[:, c] * scale[c] + shift[c]) + residual, 0): channel_affine,
+    the residual add and relu in one pass."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        a = scale[c]
+        b = shift[c]
+        for y in range(h):
+            for z in range(w):
+                out[n, c, y, z] = max((x[n, c, y, z] * a + b) + residual[n, c, y, z], 0)
+
+
+@njit(parallel=True, cache=True)
+def add(a, b, out):
+    """out = a + b for (N, C, H, W) arrays of any strides, on all cores (numpy's
+    add runs on one)."""
+    n_img, c_in, h, w = a.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        for y in range(h):
+            for z in range(w):
+                out[n, c, y, z] = a[n, c, y, z] + b[n, c, y, z]
+
+
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)  # vectorized sums, as batch_stats
 def bn_backward_sums(dout, x, mean, inv_std):
     """Per channel: sum(dout) and sum(dout * xhat), xhat recomputed from x."""

@@ -71,6 +71,11 @@ class Module:
         hooks[key] = hook
         return _HookHandle(hooks, key)
 
+    def has_forward_hooks(self):
+        """Whether forward hooks are registered (a parent fuses this module into a
+        pass of its own only when none are)."""
+        return bool(self.__dict__.get("_forward_hooks"))
+
     def run_forward_hooks(self, x, out):
         """Run the forward hooks on (x, out) and return out; a parent that runs a
         child's computation through another method (a fused path) calls this."""
@@ -310,6 +315,26 @@ class BatchNorm2d(Module):
         self.cache = None
 
     def forward(self, x):
+        scale, shift = self._scale_shift(x)
+        out = np.empty_like(x)
+        F.channel_affine(x, scale, shift, out)
+        return out
+
+    def forward_relu(self, x, residual=None):
+        """relu(forward(x) + residual) (no add without a residual) in one pass:
+        a block's batch norm, shortcut add and ReLU, rounded as the layers
+        one after another round them."""
+        scale, shift = self._scale_shift(x)
+        out = np.empty_like(x)
+        if residual is None:
+            F.channel_affine_relu(x, scale, shift, out)
+        else:
+            F.channel_affine_add_relu(x, scale, shift, residual, out)
+        return out
+
+    def _scale_shift(self, x):
+        """Per-channel (scale, shift) in x's dtype: batch statistics (updating the
+        running ones) in training, running statistics in eval; caches for backward."""
         dtype = x.dtype
         if self.training:
             n, _, h, w = x.shape
@@ -322,11 +347,9 @@ class BatchNorm2d(Module):
         else:
             mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
         scale, shift, inv_std = self._affine(mean, var)
-        out = np.empty_like(x)
-        F.channel_affine(x, scale.astype(dtype), shift.astype(dtype), out)
         # x itself is kept (not xhat): the backward recomputes xhat on the fly
         self.cache = (x, mean, inv_std, self.training)
-        return out
+        return scale.astype(dtype), shift.astype(dtype)
 
     def _affine(self, mean, var):
         inv_std = 1.0 / np.sqrt(var + self.eps)
@@ -360,7 +383,11 @@ class BatchNorm2d(Module):
 
 class ReLU(Module):
     def forward(self, x):
-        out = F.relu(x)
+        return self.keep(F.relu(x))
+
+    def keep(self, out):
+        """Keep ``out`` for the backward: the output of a ReLU a parent computed
+        fused with the layers before it."""
         self.cache = out
         return out
 
@@ -573,22 +600,33 @@ class BasicBlock(Module):
         self.double_shortcut = double_shortcut
 
     def forward(self, x):
+        if self._fuses_relu():
+            h = self.act1.keep(self.bn1.forward_relu(self.conv1(x)))
+            return self.act2.keep(self.bn2.forward_relu(self.conv2(h), self.shortcut(x)))
         out = self.bn1(self.conv1(x))
         if self.double_shortcut:
-            out += self.shortcut(x)
+            F.add(out, self.shortcut(x), out)
         h = self.act1(out)
         out = self.bn2(self.conv2(h))
-        out += h if self.double_shortcut else self.shortcut(x)
+        F.add(out, h if self.double_shortcut else self.shortcut(x), out)
         return self.act2(out)
+
+    def _fuses_relu(self):
+        """ReLU blocks run batch norm, shortcut add and ReLU in one pass
+        (BatchNorm2d.forward_relu) unless a hook needs the layers' own outputs."""
+        return (isinstance(self.act1, ReLU) and isinstance(self.act2, ReLU)
+                and not self.double_shortcut
+                and not any(m.has_forward_hooks() for m in (self.bn1, self.act1, self.bn2,
+                                                             self.act2)))
 
     def backward(self, dout):
         dout = self.act2.backward(dout)
         dh = self.conv2.backward(self.bn2.backward(dout))
         if self.double_shortcut:
-            dh += dout
+            F.add(dh, dout, dh)
         dmid = self.act1.backward(dh)
         dx = self.conv1.backward(self.bn1.backward(dmid))
-        dx += self.shortcut.backward(dmid if self.double_shortcut else dout)
+        F.add(dx, self.shortcut.backward(dmid if self.double_shortcut else dout), dx)
         return dx
 
 

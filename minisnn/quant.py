@@ -105,11 +105,7 @@ class QuantConv2d(Module):
         """Gradients of :meth:`conv_forward`; returns the gradient w.r.t. its input."""
         conv_cache, alpha = self.cache
         self.cache = None
-        scaled = dout
-        if alpha is not None:
-            scaled = np.empty_like(dout)
-            F.channel_affine(dout, alpha, np.zeros_like(alpha), scaled)
-        dx, dB = fastconv.conv2d_backward(scaled, conv_cache)
+        dx, dB = fastconv.conv2d_backward(dout, conv_cache, dout_scale=alpha)
         self.binary_weight_backward(dB)
         return dx
 

@@ -91,3 +91,51 @@ def test_layers_run_the_reference_when_asked():
     dout = rng.standard_normal((2, 4, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(ref.backward(dout), fast.backward(dout), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ref.weight.grad, fast.weight.grad, rtol=1e-4, atol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 4),
+       padding=st.integers(0, 3), seed=st.integers(0, 2**31),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_im2col_and_col2im_give_the_reference_bits(n, c, h, w, kh, kw, stride, padding, seed,
+                                                   dtype):
+    """Byte for byte (signed zeros included), strides wider than the kernel too."""
+    if h + 2 * padding < kh or w + 2 * padding < kw:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    cols, size = fastconv.im2col(x, kh, kw, stride, padding)
+    ref_cols, ref_size = F.im2col_reference(x, kh, kw, stride, padding)
+    assert size == ref_size and cols.tobytes() == ref_cols.tobytes()
+    dcols = rng.standard_normal(cols.shape).astype(dtype)
+    dcols[:, ::3] = -0.0  # pixels whose every contribution is -0.0 sum to +0.0, as the scatter
+    dx = fastconv.col2im(dcols, x.shape, kh, kw, stride, padding)
+    ref_dx = F.col2im_reference(dcols, x.shape, kh, kw, stride, padding)
+    assert dx.shape == x.shape
+    assert dx.tobytes() == np.ascontiguousarray(ref_dx).tobytes()
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), c_in=st.integers(1, 4), c_out=st.integers(1, 5),
+       h=st.integers(1, 18), w=st.integers(1, 18), stride=st.integers(1, 2),
+       method=st.sampled_from(["auto", "direct", "gemm", "reference"]),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_backward_with_dout_scale_is_the_backward_of_the_scaled_gradient(
+        n, c_in, c_out, h, w, stride, method, seed, dtype):
+    """dout_scale gives the bytes of scaling dout with channel_affine first."""
+    if method == "direct":
+        stride = 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    wt = rng.standard_normal((c_out, c_in, 3, 3)).astype(dtype)
+    out, cache = fastconv.conv2d_forward(x, wt, stride, 1, method)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dout.reshape(-1)[::3] = -0.0
+    scale = rng.standard_normal(c_out).astype(dtype)
+    scaled = np.empty_like(dout)
+    F.channel_affine(dout, scale, np.zeros_like(scale), scaled)
+    dx, dw = fastconv.conv2d_backward(scaled, cache)
+    fdx, fdw = fastconv.conv2d_backward(dout, cache, dout_scale=scale)
+    assert np.ascontiguousarray(fdx).tobytes() == np.ascontiguousarray(dx).tobytes()
+    assert fdw.tobytes() == dw.tobytes()

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gradcheck import check_module
 from minisnn import functional as F
@@ -252,3 +253,56 @@ def test_load_state_dict_assign_takes_fitting_arrays_without_copying(rng):
     assert seq[1].bias.data.flags.c_contiguous and seq[1].bias.data.tolist() == [0, 2, 4]
     seq.load_state_dict(state)  # the default copies everything
     assert not np.shares_memory(seq[0].weight.data, state["0.weight"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_fused_batchnorm_add_relu_give_the_separate_passes_bytes(n, c, h, w, seed, dtype):
+    """channel_affine(_add)_relu are channel_affine, the add and relu, byte for byte
+    (no FMA, no reordering), exact zeros and negative zeros in the inputs included."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x.reshape(-1)[::4] = 0.0
+    x.reshape(-1)[1::5] = -0.0
+    residual.reshape(-1)[::3] = -0.0
+    scale = rng.standard_normal(c).astype(dtype)
+    shift = rng.standard_normal(c).astype(dtype)
+    shift[::2] = -0.0
+    affine = np.empty_like(x)
+    F.channel_affine(x, scale, shift, affine)
+    fused = np.empty_like(x)
+    F.channel_affine_relu(x, scale, shift, fused)
+    assert fused.tobytes() == F.relu(affine).tobytes()
+    added = np.empty_like(x)
+    F.add(affine, residual, added)
+    assert added.tobytes() == (affine + residual).tobytes()
+    F.channel_affine_add_relu(x, scale, shift, residual, fused)
+    assert fused.tobytes() == F.relu(added).tobytes()
+
+
+@pytest.mark.parametrize("stride,in_planes,planes", [(1, 4, 4), (2, 4, 8)])
+def test_basic_block_fused_path_gives_the_layer_by_layer_bytes(rng, stride, in_planes, planes):
+    """A ReLU block runs batch norm, add and ReLU fused; with a hook on a batch
+    norm it runs them layer by layer: the same outputs and gradients, bit for bit."""
+    blocks = []
+    for fused in (True, False):
+        block = nn.BasicBlock(in_planes, planes, stride,
+                              lambda i, o, s: nn.Conv2d(i, o, 3, s, 1, rng=np.random.default_rng(3)),
+                              nn.ReLU)
+        assert block._fuses_relu()
+        if not fused:
+            block.bn2.register_forward_hook(lambda *args: None)
+            assert not block._fuses_relu()
+        blocks.append(block)
+    x = rng.standard_normal((3, in_planes, 16, 16)).astype(np.float32)
+    dout = rng.standard_normal((3, planes, 16 // stride, 16 // stride)).astype(np.float32)
+    outs = [b.forward(x) for b in blocks]
+    assert outs[0].tobytes() == outs[1].tobytes()
+    dxs = [b.backward(dout) for b in blocks]
+    assert dxs[0].tobytes() == dxs[1].tobytes()
+    for (name, p), (_, q) in zip(blocks[0].named_parameters(), blocks[1].named_parameters()):
+        assert p.grad.tobytes() == q.grad.tobytes(), name
+    for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
+        assert a.tobytes() == b.tobytes(), name
