@@ -80,7 +80,7 @@ def save_checkpoint(path, arrays, config, compress=False):
         raise ValueError(f"{path}: config is not JSON serialisable: {exc}") from None
     checked[CONFIG_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    return _write_atomically(path, lambda f: _write_npz(f, checked, compress))
+    return write_atomically(path, lambda f: _write_npz(f, checked, compress))
 
 
 def save_inference(path, model, **info):
@@ -111,10 +111,13 @@ def write_json(path, value):
         text = json.dumps(value, default=_json_default, indent=2) + "\n"
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not JSON serialisable: {exc}") from None
-    return _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
+    """Call ``write(f)`` on a temporary file beside ``path`` (a pathlib.Path), fsync it
+    and ``os.replace`` it over ``path``: readers and crashes see the old file or the
+    new one, never half of one. Returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -132,7 +135,7 @@ def _write_atomically(path, write):
 
 def remove_stale_temporaries(directory):
     """Delete the temporary files that writes killed mid-way left in ``directory``
-    (``.NAME.XXXXXXXX.tmp``, see _write_atomically); returns their paths.
+    (``.NAME.XXXXXXXX.tmp``, see write_atomically); returns their paths.
 
     Only for a directory no one else is writing: a run directory whose lock
     this process holds.

@@ -36,12 +36,13 @@ import argparse
 import hashlib
 import json
 import os
+import pathlib
 import re
 import sys
 
 import numpy as np
 
-from minisnn.checkpoint import read_json
+from minisnn.checkpoint import read_json, write_atomically
 from minisnn.romlayer import TAU_RANGE, BinaryConvLayer, check_kind, check_layer
 from minisnn.subbit import NUM_KERNELS
 
@@ -137,8 +138,8 @@ def export_layer(layer: BinaryConvLayer, out_dir):
     for role, words, width, order in _rom_specs(layer):
         fname = f"{layer.name}.{role}.hex"
         digits = (width + 3) // 4
-        with open(os.path.join(out_dir, fname), "wb") as f:
-            f.write(_hex_text(words, digits))
+        text = _hex_text(words, digits)
+        write_atomically(pathlib.Path(out_dir, fname), lambda f: f.write(text))
         files[role] = {
             "file": fname, "width": width, "depth": int(words.size), "address": order,
             "sha256": _sha256(os.path.join(out_dir, fname)),
@@ -160,9 +161,8 @@ def write_manifest(out_dir, entries):
         "threshold_rule": "bit = sum <= threshold if flip else sum >= threshold",
         "layers": entries,
     }
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=2, allow_nan=False)
-        f.write("\n")
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    write_atomically(pathlib.Path(path), lambda f: f.write(text.encode("utf-8")))
     return path
 
 

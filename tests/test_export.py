@@ -122,6 +122,39 @@ def test_too_wide_word_names_the_file_even_with_a_matching_hash(tmp_path):
         read_layer(tmp_path, "random")
 
 
+def test_an_export_that_fails_part_way_leaves_whole_files_only(tmp_path, monkeypatch):
+    """ROM files and the manifest are replaced atomically: when a write fails (a full
+    disk), every file is the previous export's or the new one's, whole, the manifest
+    is the previous one (so the reader refuses the mix by its hashes), and no
+    temporary file is left behind."""
+    old = random_layer(np.random.default_rng(1), 4, 5, 4, 4, 4, 2, name="conv1")
+    _export(tmp_path, old)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    new = random_layer(np.random.default_rng(2), 4, 5, 4, 4, 4, 2, name="conv1")
+    import minisnn.export as export
+    real, calls = export._hex_text, []
+
+    def full_disk(words, digits):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(words, digits)
+
+    monkeypatch.setattr(export, "_hex_text", full_disk)
+    with pytest.raises(OSError):
+        _export(tmp_path, new)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(after) == set(before)  # no temporary file left
+    changed = [name for name in before if after[name] != before[name]]
+    assert len(changed) == 2 and MANIFEST not in changed  # the two files written whole
+    with pytest.raises(ValueError, match="sha256"):
+        read_layer(tmp_path, "conv1")
+    monkeypatch.undo()
+    _export(tmp_path / "new", new)
+    for name in changed:  # each replaced file is the new export's, complete
+        assert after[name] == (tmp_path / "new" / name).read_bytes()
+
+
 def test_invalid_layer_is_rejected(tmp_path):
     layer = random_layer(np.random.default_rng(1), 2, 2, 2)
     layer.codebook[1] = layer.codebook[0]
