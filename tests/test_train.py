@@ -414,13 +414,20 @@ def test_resume_refuses_a_different_data_source(real_npz, tmp_path, capsys):
                             "--resume")) == 0
 
 
+def _interruptible():
+    """A background job of a non-interactive shell (``cmd &``, nohup) inherits SIGINT
+    ignored, and Python then leaves it ignored: restore the default so the child
+    takes Ctrl-C as a terminal user's run would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(real_npz, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "minisnn.train",
                              *_args(out, real_npz, "--epochs", "100", "--test-subset", "20")],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_interruptible)
     deadline = time.time() + 600
     while not (out / "checkpoint.npz").exists():
         assert proc.poll() is None, proc.communicate()
@@ -468,5 +475,9 @@ def test_ctrl_c_inside_a_compiled_function_is_still_ctrl_c(tmp_path, capsys, mon
 
     monkeypatch.setattr(train, "run", busy)
     out = tmp_path / "r"
-    assert train.main(["--out", str(out), "--data", str(tmp_path / "none.npz")]) == 130
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # see _interruptible
+    try:
+        assert train.main(["--out", str(out), "--data", str(tmp_path / "none.npz")]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert capsys.readouterr().err == f"interrupted before any checkpoint was written in {out}\n"
