@@ -490,7 +490,8 @@ def _register_rtl(sub):
                                    "full size, yosys iCE40 and LUT6 counts, nextpnr-ice40 fmax. Without "
                                    "--sweep: one configuration per engine (tau 5, A 1), written under the temporary directory.")
     p.add_argument("--sweep", action="store_true",
-                   help="the full grid (engines, tau 4/5/6, A 1/2/4/8, lanes, Dot9 units); resumable, about an hour")
+                   help="the grid (engines, tau 4/5/6, A 1/2/4/8 with A 2 and 8 at the headline configurations, "
+                        "lanes, Dot9 units); resumable, one to two hours")
     p.add_argument("--out", default="rtl/results.json", help="results JSON (--sweep)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "minisnn-rtl-sweep", "cache.jsonl"),
                    help="one JSON line per measurement; a rerun skips what it holds (--sweep)")

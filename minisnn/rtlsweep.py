@@ -7,7 +7,7 @@ units D) of the grid (``sweep_tiers``; results.json records it as "grid") is
 - synthesized with its real memory contents: on an iCE40 (synth_ice40) on
   ResNet-20's 64->64 8x8 layer, and on a 7-series LUT6 part (synth_xilinx)
   on ResNet-18's 128->128 28x28 layer;
-- placed with nextpnr-ice40 on a UP5K (else an HX8K) where ``to_place``
+- placed with nextpnr-ice40 on a UP5K (else an HX8K, whose fmax the rows leave out) where ``to_place``
   chooses it: the fastest configuration of each engine that fits a UP5K, and
   at A = 1, tau = 5 each engine's LUT-cycles Pareto front;
 - co-simulated (iCE40 points) at reduced height and width against the golden
@@ -40,9 +40,10 @@ from minisnn.rtlmodel import EngineConfig
 PAPER_SPEEDUP_RESNET18 = 3.13  # Wang et al., FPGA runtime at tau = 5 (0.56 bit)
 PAPER_SPEEDUP_RESNET34 = 3.33
 TAUS = (4, 5, 6)
-# activation bits swept: the engines take 1, 2, 4, 8, all co-simulated by the tests; the
-# sweep measures 1 and 4 to finish near an hour on a loaded 2-core machine
-SWEEP_ACT_BITS = (1, 4)
+SWEEP_ACT_BITS = (1, 2, 4, 8)  # activation bits swept
+# A measured at the headline's configurations only (_ice40_configs, _xilinx_configs): a
+# synthesis or placement takes 1-10 minutes on a loaded 2-core machine
+HEADLINE_ONLY_ACT_BITS = (2, 8)
 VARIANTS = (("bnn", None), ("snn", "reg"), ("snn", "ram"), ("dec", None))  # (engine, table)
 SIM_SIZE = 3  # simulated height and width: corners, edges and the centre
 PNR_TIMEOUT = 900  # seconds per nextpnr run: a design that does not route by then is reported unplaced
@@ -118,6 +119,11 @@ def _ice40_configs(act_bits, tau):
     configurations the equal-area comparison needs. The sub-bit RAM table is one block
     RAM per lane there (no LUT-RAM): 16 lanes at most."""
     c = ICE40_SHAPE.c_out
+    if act_bits in HEADLINE_ONLY_ACT_BITS:  # the BNN sizes that may fit a UP5K; the sub-bit (8, 2), as at A = 4
+        # (at A = 8 it needs 37 block RAMs at tau = 5, more than a UP5K's 30: tau = 4 and 6 not synthesized)
+        return {("bnn", None): [(16, 16), (32, 32)] if act_bits == 2 else [(8, 8), (16, 16)],
+                ("snn", "ram"): [(8, 2)] if act_bits == 2 or tau == 5 else [], ("snn", "reg"): [],
+                ("dec", None): []}
     if act_bits == 1 and tau == 5:
         return {("bnn", None): [(4, 4), (8, 8), (16, 16), (32, 32)],
                 ("snn", "ram"): [(8, 2), (8, 4), (16, 4), (16, 8)], ("snn", "reg"): [(8, 4)],
@@ -135,9 +141,13 @@ XILINX_DOT9 = 8  # the equal-Dot9 comparison's D
 
 def _xilinx_configs(act_bits, tau):
     """LUT6 (ResNet-18 128->128 28x28) configurations at D = XILINX_DOT9: the BNN, and
-    the sub-bit RAM table engine at 1 (A = 1 only), 2, 4, 8 lanes per Dot9 unit."""
+    the sub-bit RAM table engine at 1 (A = 1 only), 2, 4, 8 lanes per Dot9 unit (at
+    A = 2 and 8, tau = 4 and 6: only the ratio A = 1 and 4 chose, 8 and 2)."""
     d = XILINX_DOT9
     full = act_bits == 1
+    if act_bits in HEADLINE_ONLY_ACT_BITS:
+        return {("bnn", None): [(d, d)], ("snn", "ram"): [(r * d, d) for r in {4: (8,), 5: (2, 4, 8), 6: (2,)}[tau]],
+                ("snn", "reg"): [], ("dec", None): []}
     return {("bnn", None): [(d, d)], ("snn", "ram"): [(r * d, d) for r in ((1, 2, 4, 8) if full else (2, 4, 8))],
             ("snn", "reg"): [(d, d), (4 * d, d)] if full and tau == 5 else [],
             ("dec", None): [(d, d)] if full and tau == 5 else []}
@@ -156,15 +166,18 @@ def _grid_points(target, shape, act_bits, taus, configs):
 
 def sweep_tiers(quick=False):
     """Synthesis points in tiers, most needed first: A = 1 at tau = 5; A = 1 at tau = 4, 6;
-    then A = 4. A sweep synthesizes, places and simulates one tier before the next."""
+    A = 4; A = 2 and 8 at tau = 5; A = 2 and 8 at tau = 4, 6. A sweep synthesizes, places
+    and simulates one tier before the next."""
     if quick:  # one configuration per variant, for a first look
         cfg = {("bnn", None): [(8, 8)], ("snn", "reg"): [(8, 4)], ("snn", "ram"): [(8, 4)],
                ("dec", None): [(8, 8)]}
         return [_grid_points("ice40", ICE40_SHAPE, 1, (5,), lambda a, t: cfg)]
     tiers, seen = [], set()
-    for act_bits, taus in ((1, (5,)), (1, (4, 6))) + tuple((a, TAUS) for a in SWEEP_ACT_BITS if a != 1):
-        tier = (_grid_points("ice40", ICE40_SHAPE, act_bits, taus, _ice40_configs)
-                + _grid_points("xilinx", XILINX_SHAPE, act_bits, taus, _xilinx_configs))
+    for act_bits, taus in ((1, (5,)), (1, (4, 6)), (4, TAUS), (HEADLINE_ONLY_ACT_BITS, (5,)),
+                           (HEADLINE_ONLY_ACT_BITS, (4, 6))):
+        tier = [p for a in (act_bits if isinstance(act_bits, tuple) else (act_bits,))
+                for p in (_grid_points("ice40", ICE40_SHAPE, a, taus, _ice40_configs)
+                          + _grid_points("xilinx", XILINX_SHAPE, a, taus, _xilinx_configs))]
         tiers.append([p for p in tier if p not in seen])
         seen.update(tier)
     return tiers
@@ -180,7 +193,8 @@ def grid_description(points):
     grid = {}
     for p in points:
         key = f"{p.target} {p.engine}{'-' + p.table if p.table else ''} A{p.act_bits}"
-        entry = grid.setdefault(key, {"layer": p.shape, "taus": [], "lanes_dot9": []})
+        entry = grid.setdefault(key, {"layer": p.shape, "taus": [], "lanes_dot9": [],
+                                      "headline_only": p.act_bits in HEADLINE_ONLY_ACT_BITS})
         if p.tau and p.tau not in entry["taus"]:
             entry["taus"].append(p.tau)
         if [p.lanes, p.dot9] not in entry["lanes_dot9"]:
@@ -249,15 +263,15 @@ def synth_point(point, seed, netlists):
     return row
 
 
-def place_point(point, seed, netlists, counts):
-    """nextpnr on the smallest iCE40 the counts fit with a margin (UP5K, else HX8K),
+def place_point(point, seed, netlists, counts, devices=tuple(rtlsynth.DEVICES)):
+    """nextpnr on the first of ``devices`` the counts fit with a margin (UP5K, else HX8K),
     within PNR_TIMEOUT seconds; the netlist is deleted afterwards (re-synthesized if
     it is missing)."""
     netlist = _netlist_path(netlists, point)
     if not os.path.exists(netlist):
         synth_point(point, seed, netlists)
     result = {"device": None, "fmax_mhz": None}
-    for device in rtlsynth.DEVICES:
+    for device in devices:
         if _fits(counts, device):
             start = time.time()
             try:
@@ -273,12 +287,12 @@ def place_point(point, seed, netlists, counts):
 
 
 def _run(task):
-    kind, point, seed, netlists, counts = task
+    kind, point, seed, netlists, counts, *devices = task
     if kind == "sim":
         return simulate_point(point, seed)
     if kind == "synth":
         return synth_point(point, seed, netlists)
-    return place_point(point, seed, netlists, counts)
+    return place_point(point, seed, netlists, counts, *devices)
 
 
 def rtl_digest():
@@ -335,10 +349,13 @@ def _fits(counts, device, margin=PLACE_MARGIN):
     return counts["lut"] <= margin * rtlsynth.DEVICES[device][2] and counts["bram"] <= rtlsynth.ICE40_BRAMS[device]
 
 
-def to_place(points, synthesized):
-    """The ice40 points worth placing, per (engine, table, tau, A) group: at A = 1 and
-    tau = 5 its LUT-cycles Pareto front (the area-time plots); elsewhere the fastest
-    configuration that fits a UP5K (the equal-area comparison)."""
+def to_place(points, synthesized, placed=None):
+    """The ice40 points worth placing, (point, devices) per (engine, table, tau, A) group:
+    at A = 1 and tau = 5 its LUT-cycles Pareto front (the area-time plots), on a UP5K or
+    else an HX8K; elsewhere the fastest configuration that places on a UP5K (the
+    equal-area comparison; an HX8K is a faster family, its fmax not comparable), passing
+    over those ``placed`` (cached results) shows did not."""
+    placed = placed or {}
     groups = {}
     for p in points:
         if p.target == "ice40":
@@ -347,9 +364,11 @@ def to_place(points, synthesized):
     for (_, _, tau, act_bits), group in groups.items():
         fit = [p for p in group if any(_fits(synthesized[p], d) for d in rtlsynth.DEVICES)]
         if act_bits == 1 and tau in (0, 5):
-            chosen += _pareto(fit, synthesized)
+            chosen += [(p, tuple(rtlsynth.DEVICES)) for p in _pareto(fit, synthesized)]
         else:
-            chosen += sorted((p for p in fit if _fits(synthesized[p], "up5k")), key=_cycles)[:1]
+            up5k = [p for p in fit if _fits(synthesized[p], "up5k")
+                    and placed.get(p, {"device": "up5k"})["device"] == "up5k"]
+            chosen += [(p, ("up5k",)) for p in sorted(up5k, key=_cycles)[:1]]
     return chosen
 
 
@@ -380,9 +399,14 @@ def run_sweep(tiers, cache, netlists, seed=0, workers=2, log=print, on_result=No
         _execute([("synth", p, seed, netlists, None) for p in points if cache.get("synth", p) is None],
                  cache, workers, progress, on_result, stage + " synth")
         synthesized = {p: cache.get("synth", p) for p in points if p.target == "ice40"}
-        place = [("place", p, seed, netlists, synthesized[p]) for p in to_place(points, synthesized)
-                 if cache.get("place", p) is None]
-        _execute(place, cache, workers, progress, on_result, stage + " place")
+        while True:  # until every group's choice is placed (one that does not place passes its turn on)
+            placed = {p: cache.get("place", p) for p in synthesized if cache.get("place", p) is not None}
+            chosen = sorted(to_place(points, synthesized, placed), key=lambda c: synthesized[c[0]]["lut"])
+            place = [("place", p, seed, netlists, synthesized[p], devices)  # smallest first: a long placement delays none
+                     for p, devices in chosen if p not in placed]
+            if not place:
+                break
+            _execute(place, cache, workers, progress, on_result, stage + " place")
         sims = [_sim(p) for p in points if p.target == "ice40"]
         _execute([("sim", p, seed, netlists, None) for p in sims if cache.get("sim", p) is None],
                  cache, workers, progress, on_result, stage + " sim")
@@ -436,6 +460,11 @@ ICE40_LUT_BUDGET = rtlsynth.DEVICES["up5k"][2]  # the equal-area comparison: a U
 ICE40_BRAM_BUDGET = rtlsynth.ICE40_BRAMS["up5k"]
 
 
+def _up5k_fmax(placed):
+    """fmax on a UP5K: the iCE40 rows compare one device (an HX8K is a faster family)."""
+    return placed["fmax_mhz"] if placed and placed["device"] == "up5k" else None
+
+
 def rows_from_cache(points, cache):
     """One row (ROW_FIELDS) per synthesized point: cycles at full size by the cycle model."""
     rows = []
@@ -449,7 +478,7 @@ def rows_from_cache(points, cache):
             "height": shape.height, "width": shape.width, "tau": p.tau or None, "act_bits": p.act_bits,
             "lanes": p.lanes, "dot9_units": p.dot9, "table": p.table or None, "cycles": _cycles(p),
             "lut": synth["lut"], "ff": synth["ff"], "bram": synth["bram"], "lutram": synth["lutram"],
-            "fmax_mhz": (cache.get("place", p) or {}).get("fmax_mhz"), "target": p.target})
+            "fmax_mhz": _up5k_fmax(cache.get("place", p)), "target": p.target})
     return rows
 
 
@@ -638,6 +667,27 @@ def plot_speedup(result, out_dir, act_bits=1):
     return path
 
 
+def plot_gain_by_act_bits(result, out_dir):
+    """The headline's gains against activation bits A, per tau: LUT6 area x time at equal
+    Dot9 units and the iCE40 equal-area speed-up (1 = parity)."""
+    head, series = result["headline"], []
+    for i, tau in enumerate(str(t) for t in TAUS):
+        for key, label, marker in (("equal_dot9_area_time_xilinx", "LUT6 area x time", True),
+                                   ("equal_area_speedup_ice40", "iCE40 equal area", False)):
+            points = sorted((int(a), v) for a, v in head[key][tau].items() if v is not None)
+            if points:
+                series.append({"x": [math.log2(a) for a, _ in points], "y": [v for _, v in points],
+                               "label": f"{label}, tau = {tau}", "color": figures.PALETTE[i], "marker": marker})
+    if not series:
+        return None
+    series.append({"x": [0, math.log2(max(SWEEP_ACT_BITS))], "y": [1, 1], "label": "parity with the BNN",
+                   "color": figures.PALETTE[6]})
+    path = os.path.join(out_dir, "gain_by_act_bits.png")
+    figures.line_plot(series, path, title="Sub-bit engine over the BNN against activation bits",
+                      xlabel="log2 A (activation bits)", ylabel="BNN / sub-bit (area x time; time)")
+    return path
+
+
 def main_sweep(args, log=print):
     quick = not args.sweep
     tiers = sweep_tiers(quick=quick)
@@ -651,9 +701,12 @@ def main_sweep(args, log=print):
     run_sweep(tiers, cache, netlists, args.seed, args.workers, log, save, checks)
     result = write_results(args.out, tiers, cache, checks)
     if not quick:
+        # per-A plots where A has the full grid (cycles do not depend on A, so one speed-up plot)
         for act_bits in SWEEP_ACT_BITS:
-            plot_results(result, args.plots, 5, act_bits)
-            plot_speedup(result, args.plots, act_bits)
+            if act_bits not in HEADLINE_ONLY_ACT_BITS:
+                plot_results(result, args.plots, 5, act_bits)
+        plot_speedup(result, args.plots, 1)
+        plot_gain_by_act_bits(result, args.plots)
     return result
 
 

@@ -98,7 +98,10 @@ def place(netlist, device="up5k", seed=1, timeout=3600):
                               capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        if re.search(r"Design uses \d+ .* but device only has|Unable to place|failed to place|too many", log, re.I):
+        # over capacity: more cells than the device has, or (after packing flip-flops and
+        # carries into logic cells) an analytic placer region it cannot expand
+        if re.search(r"Design uses \d+ .* but device only has|Unable to place|failed to place|too many"
+                     r"|Failed to expand region", log, re.I):
             return None
         raise RuntimeError(f"nextpnr-ice40 failed on {netlist}:\n{log[-4000:]}")
     found = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", log)

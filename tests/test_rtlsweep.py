@@ -72,3 +72,9 @@ def test_grid_records_every_row(results):
         table = f"-{row['table']}" if row["table"] else ""
         entry = grid[f"{row['target']} {row['engine']}{table} A{row['act_bits']}"]
         assert entry["layer"] == row["layer"] and [row["lanes"], row["dot9_units"]] in entry["lanes_dot9"]
+        assert entry["headline_only"] == (row["act_bits"] in rtlsweep.HEADLINE_ONLY_ACT_BITS)
+
+
+def test_every_swept_activation_width_has_rows(results):
+    assert {r["act_bits"] for r in results["rows"]} == set(rtlsweep.SWEEP_ACT_BITS)
+    assert {p.act_bits for p in rtlsweep.sweep_points()} == set(rtlsweep.SWEEP_ACT_BITS)
