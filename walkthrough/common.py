@@ -187,8 +187,11 @@ def train_models(args, names, status_every=60.0):
         missing = [n for d in names for n in with_dependencies(d)
                    if n not in shipped(args.pretrained)]
         if missing:
+            have = " ".join(n for n in names
+                            if all(d in shipped(args.pretrained) for d in with_dependencies(n)))
             raise SystemExit(f"--pretrained: {', '.join(dict.fromkeys(missing))} not published "
-                             f"in {args.pretrained}; train them (run without --pretrained)")
+                             f"in {args.pretrained}; train them (run without --pretrained)"
+                             + (f", or run on the published ones: --only {have}" if have else ""))
         for name in names:
             print(f"{name}: pretrained {checkpoint(args, name)}", flush=True)
         return
