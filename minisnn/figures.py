@@ -10,12 +10,12 @@ naming the output file and the offending series or point.
 
 import functools
 import math
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .checkpoint import write_atomically
 
 # Okabe-Ito, reordered so the first colours are the most distinct on white
 # (its yellow is faint on white, so it comes last).
@@ -274,19 +274,8 @@ def _marker(draw, x, y, colour, r=3.5):
 
 
 def _save(img, path):
-    """Write the PNG atomically (a temporary file, then os.replace): a crash or a
-    full disk never leaves half a figure."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the PNG atomically: a crash or a full disk never leaves half a figure."""
+    return write_atomically(pathlib.Path(path), lambda f: img.save(f, format="PNG"))
 
 
 def _densify(px, py, step=3 * _S):
