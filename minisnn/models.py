@@ -45,10 +45,11 @@ BLOCKS = ("basic", "reactnet")
 
 
 def mode_name(quant, act, tau=None):
-    """Human name of a quantization mode, as in the paper's tables."""
-    if quant == "fp":
-        return "fp"
+    """Human name of a quantization mode, as in the paper's tables ('32W/1A':
+    real weights, binary activations, the two-step recipe's step 1)."""
     a = "32A" if act == "real" else "1A"
+    if quant == "fp":
+        return "fp" if act == "real" else f"32W/{a}"
     if quant == "bnn":
         return f"1W/{a}"
     return f"tau={tau} W/{a}"

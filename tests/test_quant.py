@@ -100,6 +100,7 @@ def test_whole_small_network_gradients(rng):
 def test_resnet20_modes(quant, act, name):
     model = models.resnet20(quant, act, seed=0)
     assert models.mode_name(quant, act) == name
+    assert models.mode_name("fp", "binary") == "32W/1A"
     convs = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, BinaryConv2d))]
     assert len(convs) == 19
     # first conv and classifier stay full precision in every mode
