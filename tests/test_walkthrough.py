@@ -40,7 +40,7 @@ def test_steps_run_on_published_models_alone(walked, tmp_path):
     later steps from them alone, in an empty results folder, with the same figures."""
     out, _ = walked
     shelf = tmp_path / "models"
-    names = ["fp", "bnn_32a", "bnn_1a", "snn5_1a"]
+    names = ["fp", "bnn_32a", "bnn_1a", "snn5_1a", "step1_a1", "bnn_1a_kd", "snn5_1a_kd"]
     proc = subprocess.run([sys.executable, str(ROOT / "walkthrough" / "publish.py"), "--quick",
                            "--out", str(out), "--to", str(shelf), "--only", *names],
                           capture_output=True, text=True, cwd=ROOT)
@@ -51,16 +51,19 @@ def test_steps_run_on_published_models_alone(walked, tmp_path):
     table = _run(ROOT / "walkthrough" / "04_compare.py", fresh, "--pretrained", str(shelf))
     assert "minisnn.train" not in table
     rows = {r["name"]: r for r in json.loads((fresh / "results.json").read_text())["rows"]}
-    trained = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     for name in names:
-        assert rows[name]["test_accuracy"] == trained[name]["test_accuracy"] \
+        trained = json.loads((out / "models" / name / "metrics.json").read_text())
+        assert rows[name]["test_accuracy"] == round(100 * trained["final_test_acc"], 2) \
             == manifest[name]["test_accuracy"], name
     engine = _run(ROOT / "walkthrough" / "05_integer_engine.py", fresh, "--pretrained", str(shelf))
     assert "pretrained" in engine and "minisnn.train" not in engine
     missing = subprocess.run([sys.executable, str(ROOT / "walkthrough" / "07_two_step_recipe.py"),
                               "--quick", "--out", str(fresh), "--pretrained", str(shelf)],
                              capture_output=True, text=True, cwd=ROOT)
-    assert missing.returncode != 0 and "step1_a1" in missing.stderr and "not published" in missing.stderr
+    assert missing.returncode != 0 and "snn6_1a_kd" in missing.stderr and "not published" in missing.stderr
+    kernels = _run(ROOT / "walkthrough" / "02_kernel_distribution.py", fresh, "--pretrained", str(shelf))
+    assert "minisnn.train" not in kernels
+    assert (fresh / "02_bnn_1a_kd_kernels.png").read_bytes()[:8] == PNG
 
 
 def test_the_two_step_recipe_distils_and_starts_step_2_from_step_1(walked):
@@ -189,12 +192,12 @@ SUBBIT = ("snn6_32a", "snn5_32a", "snn4_32a", "snn5_1a", "snn5_32a_norefine", "s
 
 def test_figures_exist(walked):
     out, _ = walked
-    for name in ("01_baselines_accuracy", "02_bnn_32a_kernels", "02_bnn_1a_kernels",
+    for name in ("01_baselines_accuracy", "02_bnn_32a_kernels", "02_bnn_1a_kd_kernels",
                  "03_subbit_accuracy", *(f"03_{n}_kernels" for n in SUBBIT),
                  "04_accuracy_vs_bits"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG, name
     coverage = json.loads((out / "02_coverage.json").read_text())
-    assert set(coverage) == {"bnn_32a", "bnn_1a"}
+    assert set(coverage) == {"bnn_32a", "bnn_1a_kd"}
     for layers in coverage.values():
         for layer in layers.values():
             cov = [layer["coverage"][t] for t in ("4", "5", "6")]
@@ -225,7 +228,7 @@ def test_subbit_layers_use_only_their_codebook_and_reruns_keep_other_records(wal
 def test_integer_engine_agrees(walked):
     out, _ = walked
     engine = json.loads((out / "05_integer_engine.json").read_text())
-    assert set(engine) == {"bnn_1a", "snn5_1a"}
+    assert set(engine) == {"bnn_1a_kd", "snn5_1a_kd"}
     for r in engine.values():
         assert r["images"] == 500 and r["differing_predictions"] == r["differing_at_float_ties"]
 

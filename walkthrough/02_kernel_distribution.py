@@ -1,6 +1,8 @@
 """Step 2: how the trained BNNs' 3x3 kernels spread over the 512 binary kernels.
 
-The paper's Figure 1 (left): per binary layer of the step-1 BNNs, the share
+The paper's Figure 1 (left): per binary layer of the two BNNs, 1W/32A
+(step 1) and 1W/1A (the two-step recipe of step 7, which a run trains first
+if it is missing), the share
 of the layer's kernels on each of the 512 binary kernels, most frequent
 first. A few kernels carry most of every layer, which is what lets a
 sub-bit layer keep only 2^tau of them. The coverage table says how much of
@@ -15,7 +17,7 @@ import common
 from minisnn import kernels
 from minisnn.summary import load_model
 
-NAMES = ("bnn_32a", "bnn_1a")
+NAMES = ("bnn_32a", "bnn_1a_kd")
 
 
 def kernel_figures(args, names, prefix):

@@ -1,6 +1,7 @@
 """Step 5: compile the binary-activation models to the integer engine.
 
-The 1W/1A and tau=5 W/1A models are compiled (python -m minisnn.infer does
+The 1W/1A and tau=5 W/1A models of the two-step recipe (step 7; a run
+trains them first if they are missing) are compiled (python -m minisnn.infer does
 the same for one checkpoint): every binary 3x3 conv runs on packed bits with
 XNOR-popcount (BNN) or with the per-channel codebook table (SNN), batch norm
 and sign fold into integer thresholds. Look at the agreement: the integer
@@ -15,7 +16,7 @@ from minisnn.checkpoint import load_model
 from minisnn.compile import compile_model
 from minisnn.infer import compare
 
-NAMES = ("bnn_1a", "snn5_1a")
+NAMES = ("bnn_1a_kd", "snn5_1a_kd")
 
 
 def main(argv=None):

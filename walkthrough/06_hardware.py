@@ -1,6 +1,7 @@
 """Step 6: the tau=5 W/1A model on the Verilog engines.
 
-Exports the weight ROMs of every binary layer of the tau=5 W/1A model
+Exports the weight ROMs of every binary layer of the tau=5 W/1A model of
+the two-step recipe (step 7; a run trains it first if it is missing)
 (python -m minisnn.export --rom), reads one layer back from its ROM files,
 and streams the activations a real CIFAR-10 test image produces at that
 layer through the three engines of rtl/conv_layer.v under Icarus Verilog:
@@ -24,12 +25,12 @@ from minisnn.checkpoint import load_model
 from minisnn.compile import capture
 from minisnn.quant import sign, weight_scale
 
-NAME = "snn5_1a"
+NAME = "snn5_1a_kd"
 
 
 def main(argv=None):
     p = common.parser(__doc__)
-    p.add_argument("--layer", default="layer3.1.conv1", help="which binary layer to simulate")
+    p.add_argument("--layer", default="layer3.1.binary_conv", help="which binary layer to simulate")
     p.add_argument("--image", type=int, default=0, help="index of the CIFAR-10 test image")
     p.add_argument("--dot9", type=int, default=4,
                    help="Dot9 units of every engine (the sub-bit engine gets 4 lanes per unit)")
