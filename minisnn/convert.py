@@ -41,10 +41,11 @@ it too): :func:`minisnn.subbit.nearest_kernels_float32` reproduces PyTorch's
 CPU kernel bit for bit, so the model computes what the PyTorch model
 computes on a CPU. ``--assign exact`` takes the exactly nearest kernel
 instead (minisnn's own rule). The two differ on kernels nearly tied between
-two codebook kernels (a few dozen in a full-size ResNet-18): counted and
-warned about, since PyTorch on a GPU, or its generic CPU kernel, sums in
-another order and may have picked either. Anything it cannot place is
-refused (exit status 2) naming the first key or shape.
+two codebook kernels (3 to 6 of the 1.2 million in each full-size fixture
+of scripts/make_torch_fixtures.py): counted and warned about, since PyTorch
+on a GPU, or its generic CPU kernel, sums in another order and may have
+picked either. Anything it cannot place is refused (exit status 2) naming
+the first key or shape.
 """
 
 from . import runtime

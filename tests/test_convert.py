@@ -148,6 +148,26 @@ def test_kernels_the_rules_assign_differently_are_counted_and_warned(assign):
         convert.convert(state, "tau5", assign="float64")
 
 
+def test_the_rule_travels_with_the_checkpoint(tmp_path):
+    """load_model, the integer engine and the kernel codes (kernels, export
+    --rom) of a saved conversion assign by the rule it was converted with."""
+    from minisnn.checkpoint import save_inference
+    from minisnn.compile import compile_model
+    from minisnn.subbit import binary_kernel_codes
+    state, (exact, float32) = near_tied_state()
+    for assign, row in (("float32", float32), ("exact", exact)):
+        with pytest.warns(UserWarning, match="1 kernels in 1 layers"):
+            model = convert.convert(state, "tau5", assign=assign)
+        loaded = load_model(save_inference(tmp_path / f"{assign}.npz", model))
+        conv = loaded.layer1[2].binary_conv
+        assert conv.codebook.rule == assign and conv.idx[1, 2] == row
+        assert binary_kernel_codes(conv)[1, 2] == conv.codebook.codes[row]
+        compiled = compile_model(loaded, input_size=64)
+        layer = next(c.layer for b in compiled.blocks for c in b.convs
+                     if c.layer.name == "layer1.2.binary_conv")
+        assert layer.idx[1, 2] == row
+
+
 def test_zero_latent_weights_of_a_sign_conv_warn():
     state, _ = read("reactnet_bnn.zip.pth")
     w = state["layer2.1.binary_conv.weights"].copy()
