@@ -32,11 +32,11 @@ _BIT_WEIGHTS = (1 << np.arange(9)).astype(np.int64)
 INITS = ("random", "frequent")
 P_CLAMP = 3.0  # |P| <= 3 after every update
 SIGN_MEMORY = 1e-3  # entries with |P| below this keep their previous sign
-_ASSIGN_CHUNK = 1 << 14  # kernels per float64 batch of nearest_kernels (1.2 MB)
+_ASSIGN_CHUNK = 1 << 14  # kernels per batch of the nearest-kernel rules (1.2 MB in float64)
 # Score gap w.K_a - w.K_b above which the two rules pick the same kernel, for latent
 # weights in [-1, 1]: a float32 squared distance D (at most 36 there) is off by at
 # most 11 roundings (2^-24 D each), its square root by one more, so the rules can
-# disagree only if 2 * gap < 26 * 2^-24 * 36, i.e. gap < 2^-15.1.
+# disagree only if 2 * gap < 26 * 2^-24 * 36, i.e. gap < 2^-15.1 (seen: below 2^-19).
 NEAR_TIE = 2.0 ** -15
 
 
@@ -176,9 +176,9 @@ def _nearest_float32(w, k, best):
     for r in range(w.shape[0]):
         top, b = np.float32(np.inf), 0
         for s in range(k.shape[0]):
-            # entries 0..7 fill one 8-lane vector of squares, summed lane by lane
-            # from the left; entry 8 is added by the scalar tail, which the
-            # compiler fuses into one multiply-add
+            # PyTorch's order: entries 0..7 fill one 8-lane vector of squares,
+            # summed lane by lane from the left; entry 8 is added by its scalar
+            # tail loop, which its build fuses into one multiply-add
             acc = np.float32(0.0)
             for j in range(8):
                 d = w[r, j] - k[s, j]
@@ -201,10 +201,10 @@ def nearest_kernels_float32(w, kernels):
     multiply-add, takes the float32 square root, and argmin keeps the first
     of equal norms. Checked against torch on 8 million random and 5 million
     near-tied kernels, tau 4, 5, 6 and 9 (tests/fixtures/assign_float32.npz
-    holds a sample). Its generic kernel (``ATEN_CPU_CAPABILITY=default``), other CPUs
-    and GPUs sum in other orders and can pick the other of two near-tied
-    kernels (score gap below :data:`NEAR_TIE`). ``w`` is rounded to float32
-    first.
+    holds a sample). Its generic kernel (``ATEN_CPU_CAPABILITY=default``),
+    other CPUs and GPUs sum in other orders and can pick the other of two
+    near-tied kernels (score gap below :data:`NEAR_TIE`). ``w`` is rounded
+    to float32 first.
     """
     w = np.asarray(w)
     k = np.ascontiguousarray(kernels, dtype=np.float32)
