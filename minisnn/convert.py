@@ -31,11 +31,21 @@ dropped. Patterns: the codebook's P is the patterns as stored, its kernels
 order so exact ties go to the lowest row, as the authors' argmin does. An
 entry below 1e-3 in magnitude kept, in the authors' model, a previous sign
 the file does not hold: minisnn takes sign(p), +1 for an exact zero, and
-warns. minisnn assigns each latent kernel its exact nearest codebook kernel;
-PyTorch ranks float32 distances, so a kernel nearly tied between two
-codebook kernels (a few dozen in a trained ResNet-18) may have been assigned
-the other one there: counted and warned about. Anything it cannot place is
-refused (exit status 2) naming the first key or shape.
+warns.
+
+Assignment: the authors' model gives each latent kernel the codebook kernel
+at the smallest float32 distance, ``torch.norm(w - K, dim=2).argmin``. A
+converted model does the same by default (``assign='float32'``, kept in its
+config, so ``load_model``, ``compile``, ``kernels`` and ``export --rom`` use
+it too): :func:`minisnn.subbit.nearest_kernels_float32` reproduces PyTorch's
+CPU kernel bit for bit, so the model computes what the PyTorch model
+computes on a CPU. ``--assign exact`` takes the exactly nearest kernel
+instead (minisnn's own rule). The two differ on kernels nearly tied between
+two codebook kernels (3 to 6 of the 1.2 million in each full-size fixture
+of scripts/make_torch_fixtures.py): counted and warned about, since PyTorch
+on a GPU, or its generic CPU kernel, sums in another order and may have
+picked either. Anything it cannot place is refused (exit status 2) naming
+the first key or shape.
 """
 
 from . import runtime
@@ -53,16 +63,11 @@ import numpy as np
 from . import models, torchfile
 from .checkpoint import save_inference
 from .quant import QuantConv2d
-from .subbit import SIGN_MEMORY, SubBitConv2d
+from .subbit import NEAREST, SIGN_MEMORY, SubBitConv2d
 
 ARCH = "resnet18"
 PATTERNS = ".binary_conv.binarize.patterns"
 FLAT_WEIGHTS = ".binary_conv.weights"  # ReActNet's HardBinaryConv: (N, 1)
-# Score gap w.K_a - w.K_b below which PyTorch may rank the two kernels either way:
-# it compares float32 distances near 3 (one ulp, 2^-22, is a score gap of about
-# 2^-20.4); every kernel it assigned otherwise in the full-size fixtures had a
-# gap below 2^-20.9.
-NEAR_TIE = 2.0 ** -19
 _BIT_WEIGHTS = 1 << np.arange(9)
 
 
@@ -175,25 +180,27 @@ def pattern_codes(patterns, key, source="checkpoint"):
     return codes, int((np.abs(p) < SIGN_MEMORY).sum()), int((p == 0).sum())
 
 
-def near_ties(weight, kernels, chunk=1 << 12):
-    """How many kernels of ``weight`` (..., 3, 3) have two codebook ``kernels``
-    (S, 9) nearly equally near: score gap w.K below :data:`NEAR_TIE`, where the
-    float32 distances PyTorch computes may rank them either way."""
-    w = weight.reshape(-1, 9)
-    k = kernels.astype(np.float64).T
-    count = 0
-    for start in range(0, len(w), chunk):  # bounded memory: chunk x S scores at a time
-        top2 = np.partition(w[start:start + chunk].astype(np.float64) @ k, -2, axis=1)[:, -2:]
-        count += int((top2[:, 1] - top2[:, 0] < NEAR_TIE).sum())
-    return count
+def rule_differences(model):
+    """Per sub-bit layer of ``model``: how many kernels the other nearest-kernel
+    rule (exact or float32, see :data:`minisnn.subbit.NEAREST`) would assign
+    to another codebook kernel than the layer's own rule does."""
+    counts = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, SubBitConv2d):
+            other = next(rule for rule in NEAREST if rule != mod.codebook.rule)
+            idx = NEAREST[other](mod.weight.data.reshape(-1, 9), mod.codebook.kernels)
+            counts[name] = int((idx != mod.idx.ravel()).sum())
+    return counts
 
 
-def convert(state, source="checkpoint", sign_weights=False, seed=0):
+def convert(state, source="checkpoint", sign_weights=False, seed=0, assign="float32"):
     """A minisnn model (eval mode) holding the arrays of an authors'-layout state dict.
 
     Every checkpoint key is placed or the call fails naming the first one it
-    could not place; every model array must be filled. Warns about pattern
-    entries whose sign the file does not determine and about exact-zero
+    could not place; every model array must be filled. Sub-bit layers assign
+    kernels by the rule ``assign`` ('float32': PyTorch's on a CPU; 'exact').
+    Warns about pattern entries whose sign the file does not determine, about
+    kernels the two assignment rules assign differently and about exact-zero
     latent weights of a sign (BNN) conv.
 
     Memory: the model is built without drawing weights and takes the
@@ -201,7 +208,11 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
     :func:`minisnn.torchfile.load` returns them), so the checkpoint is held
     once. Convert and save; train from the saved file, not in place.
     """
+    if assign not in NEAREST:
+        raise ValueError(f"unknown assignment rule {assign!r}, expected one of {tuple(NEAREST)}")
     config = dict(infer(state, source, sign_weights), seed=int(seed))
+    if config["quant"] == "snn":
+        config["snn_options"] = {"assign": assign}
     model = models.build_model(config, init=False)  # no weights drawn: all are loaded
     targets = {name: p.data for name, p in model.named_parameters()}
     targets.update(dict(model.named_buffers()))
@@ -254,15 +265,17 @@ def convert(state, source="checkpoint", sign_weights=False, seed=0):
         raise ValueError(f"{source}: no key {source_key!r} for minisnn's {name!r} "
                          f"(shape {array.shape})")
     model.load_state_dict(filled, source=str(source), assign=True)  # no second copy
-    ties = {name: near_ties(mod.weight.data, mod.codebook.kernels)
-            for name, mod in model.named_modules() if isinstance(mod, SubBitConv2d)}
-    if sum(ties.values()):
-        layers = [name for name, n in ties.items() if n]
-        warnings.warn(f"{source}: {sum(ties.values())} kernels in {len(layers)} layers (first "
-                      f"{layers[0]}: {ties[layers[0]]}) have two codebook kernels within float32 "
-                      "rounding of equally near; minisnn assigns the exact nearest (ties to the "
-                      "lower row), PyTorch's float32 distances may have picked the other, so "
-                      "logits can differ from PyTorch's there")
+    differ = rule_differences(model)
+    if sum(differ.values()):
+        layers = [name for name, n in differ.items() if n]
+        warnings.warn(
+            f"{source}: {sum(differ.values())} kernels in {len(layers)} layers (first "
+            f"{layers[0]}: {differ[layers[0]]}) are so nearly tied between two codebook "
+            "kernels that the exact and the float32 rule assign them differently; this model "
+            f"uses {assign}" + (
+                ", as PyTorch does on a CPU (a GPU rounds otherwise and may have picked the "
+                "other kernel)" if assign == "float32" else
+                ", PyTorch on a CPU float32, so logits can differ from PyTorch's there"))
     return model.eval()
 
 
@@ -274,6 +287,11 @@ def describe(model):
     step1 = ", step 1: real weights" if config["quant"] == "fp" else ""
     lines = [f"architecture: ReActNet Bi-Real ResNet-18 ({mode}{step1}): stem 7x7 conv, "
              f"stages {widths} x 4 blocks, {config['num_classes']} classes"]
+    if config["quant"] == "snn":
+        rule = config["snn_options"].get("assign", "exact")
+        lines.append(f"kernel assignment: {rule} (" + (
+            "float32 distances, as PyTorch on a CPU)" if rule == "float32" else
+            "the exactly nearest codebook kernel)"))
     binary_bits = binary_weights = 0
     rows = []
     for name, mod in model.named_modules():
@@ -314,6 +332,10 @@ def main(argv=None):
     parser.add_argument("--sign-weights", action="store_true",
                         help="read 4-D block conv weights without patterns as a BNN's latent "
                              "weights (sign) instead of step 1's real weights")
+    parser.add_argument("--assign", choices=tuple(NEAREST), default="float32",
+                        help="nearest-kernel rule of the sub-bit layers: float32 (default) "
+                             "computes what the PyTorch model computes on a CPU; exact takes "
+                             "the exactly nearest codebook kernel")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the model's random state: the codebooks' replacement "
                              "draws if the model is trained further (default 0)")
@@ -322,7 +344,7 @@ def main(argv=None):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             state, info = read_state(torchfile.load(args.checkpoint), args.checkpoint)
-            model = convert(state, args.checkpoint, args.sign_weights, args.seed)
+            model = convert(state, args.checkpoint, args.sign_weights, args.seed, args.assign)
         del state
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)

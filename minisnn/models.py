@@ -273,8 +273,8 @@ def model_config(arch, quant="fp", act="real", tau=None, seed=0, num_classes=10,
                  act_grad="approxsign", block="basic", **snn_options):
     """The JSON-able config that :func:`build_model` builds (and checkpoints
     store), checked: a bad mode, block or tau is refused here, before anything
-    is built or loaded. ``tau`` and ``snn_options`` (refine, period, init) are
-    kept for sub-bit models only."""
+    is built or loaded. ``tau`` and ``snn_options`` (refine, period, init,
+    assign) are kept for sub-bit models only."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
     conv3x3_factory(quant, act, None, tau, act_grad, block)  # validates the combination

@@ -32,7 +32,12 @@ _BIT_WEIGHTS = (1 << np.arange(9)).astype(np.int64)
 INITS = ("random", "frequent")
 P_CLAMP = 3.0  # |P| <= 3 after every update
 SIGN_MEMORY = 1e-3  # entries with |P| below this keep their previous sign
-_ASSIGN_CHUNK = 1 << 14  # kernels per float64 batch of nearest_kernels (1.2 MB)
+_ASSIGN_CHUNK = 1 << 14  # kernels per batch of the nearest-kernel rules (1.2 MB in float64)
+# Score gap w.K_a - w.K_b above which the two rules pick the same kernel, for latent
+# weights in [-1, 1]: a float32 squared distance D (at most 36 there) is off by at
+# most 11 roundings (2^-24 D each), its square root by one more, so the rules can
+# disagree only if 2 * gap < 26 * 2^-24 * 36, i.e. gap < 2^-15.1 (seen: below 2^-19).
+NEAR_TIE = 2.0 ** -15
 
 
 def codes_to_kernels(codes, dtype=np.float32):
@@ -142,6 +147,79 @@ def nearest_kernels(w, kernels):
     return best
 
 
+@njit(cache=True)
+def _fma_float32(a, b, c):
+    """a * b + c of float32 values rounded once to float32, as a fused multiply-add.
+
+    a * b is exact in float64 (24 + 24 bits); the float64 sum s = a*b + c and its
+    error e (TwoSum) hold the exact value s + e. Rounding s to float32 is right
+    unless s lies exactly halfway between two float32 values and e != 0: then e
+    says on which side the exact value lies."""
+    p = np.float64(a) * np.float64(b)
+    c64 = np.float64(c)
+    s = p + c64
+    p_part = s - c64
+    e = (p - p_part) + (c64 - (s - p_part))
+    r = np.float32(s)
+    if e != 0.0 and np.float64(r) != s:
+        toward = np.float32(np.inf) if s > np.float64(r) else np.float32(-np.inf)
+        other = np.nextafter(r, toward)  # the float32 on the other side of s
+        if s - np.float64(r) == np.float64(other) - s and (e > 0.0) == (other > r):
+            r = other
+    return r
+
+
+@njit(cache=True)
+def _nearest_float32(w, k, best):
+    """Per row of float32 ``w``: the first index of the smallest float32 distance
+    to the float32 kernels ``k``, summed in the order of PyTorch's CPU kernel."""
+    for r in range(w.shape[0]):
+        top, b = np.float32(np.inf), 0
+        for s in range(k.shape[0]):
+            # PyTorch's order: entries 0..7 fill one 8-lane vector of squares,
+            # summed lane by lane from the left; entry 8 is added by its scalar
+            # tail loop, which its build fuses into one multiply-add
+            acc = np.float32(0.0)
+            for j in range(8):
+                d = w[r, j] - k[s, j]
+                acc += d * d
+            d = w[r, 8] - k[s, 8]
+            dist = np.sqrt(_fma_float32(d, d, acc))
+            if dist < top:  # equal norms keep the first index, as argmin does
+                top, b = dist, s
+        best[r] = b
+
+
+def nearest_kernels_float32(w, kernels):
+    """idx[r] = argmin_s ||w[r] - K_s||_2 as PyTorch computes it on a CPU, bit for bit.
+
+    The sub-bit authors assign ``torch.norm(w.unsqueeze(1) - K.unsqueeze(0),
+    dim=2).argmin(dim=1)`` on float32 latent weights ``w`` (n, 9) and the +-1
+    kernels ``K`` (S, 9). PyTorch 2.13's CPU kernel at AVX2 and AVX-512
+    capability computes each difference in float32, sums the squares of
+    entries 0..7 left to right in float32, adds the last square with a fused
+    multiply-add, takes the float32 square root, and argmin keeps the first
+    of equal norms. Checked against torch on 8 million random and 5 million
+    near-tied kernels, tau 4, 5, 6 and 9 (tests/fixtures/assign_float32.npz
+    holds a sample). Its generic kernel (``ATEN_CPU_CAPABILITY=default``),
+    other CPUs and GPUs sum in other orders and can pick the other of two
+    near-tied kernels (score gap below :data:`NEAR_TIE`). ``w`` is rounded
+    to float32 first.
+    """
+    w = np.asarray(w)
+    k = np.ascontiguousarray(kernels, dtype=np.float32)
+    best = np.empty(len(w), dtype=np.int64)
+    for start in range(0, len(w), _ASSIGN_CHUNK):  # bounded memory: float32 copies of a chunk
+        chunk = np.ascontiguousarray(w[start:start + _ASSIGN_CHUNK], dtype=np.float32)
+        _nearest_float32(chunk, k, best[start:start + len(chunk)])
+    return best
+
+
+# Nearest-kernel rules by name: minisnn's own models use "exact"; models converted
+# from PyTorch "float32", what PyTorch computed for them.
+NEAREST = {"exact": nearest_kernels, "float32": nearest_kernels_float32}
+
+
 # -- codebook -----------------------------------------------------------------
 class Codebook(Module):
     """2^tau distinct binary 3x3 kernels of one layer, with refinement.
@@ -158,15 +236,21 @@ class Codebook(Module):
     within a CIFAR run, while at the latent weights' scale it moves like one
     of them. Kernels that enter later (frequent init, duplicate replacement)
     start at the codebook's current mean |P|.
+
+    ``rule`` names the nearest-kernel rule of :meth:`assign` (a key of
+    :data:`NEAREST`); it is part of the model config, not of the state.
     """
 
-    def __init__(self, tau, rng, refine=True, period=25, scale=1.0):
+    def __init__(self, tau, rng, refine=True, period=25, scale=1.0, rule="exact"):
         if not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
             raise ValueError(f"codebook tau must be an integer in 1..9, found {tau!r}")
         if not (isinstance(period, (int, np.integer)) and period >= 1):
             raise ValueError("codebook refinement period must be an integer >= 1, "
                              f"found {period!r}")
-        self.tau, self.refine, self.period = int(tau), bool(refine), int(period)
+        if rule not in NEAREST:
+            raise ValueError(f"unknown nearest-kernel rule {rule!r}, expected one of "
+                             f"{tuple(NEAREST)}")
+        self.tau, self.refine, self.period, self.rule = int(tau), bool(refine), int(period), rule
         self.size = 1 << self.tau
         codes = np.sort(rng.choice(NUM_KERNELS, self.size, replace=False))
         self.weight = Parameter(np.float32(scale) * codes_to_kernels(codes).reshape(self.size, 9),
@@ -198,9 +282,10 @@ class Codebook(Module):
         self.set_codes(np.sort(order[:self.size]))
 
     def assign(self, w):
-        """Nearest codebook entry of each real kernel: (..., 3, 3) -> uint16 (...)."""
+        """Nearest codebook entry of each real kernel by the codebook's rule:
+        (..., 3, 3) -> uint16 (...)."""
         w = np.asarray(w)
-        return nearest_kernels(w.reshape(-1, 9), self.kernels).astype(np.uint16) \
+        return NEAREST[self.rule](w.reshape(-1, 9), self.kernels).astype(np.uint16) \
             .reshape(w.shape[:-2])
 
     def refining(self):
@@ -252,11 +337,14 @@ class SubBitConv2d(QuantConv2d):
 
     ``snn_options`` of the model config: ``refine`` (bool), ``period`` (int),
     ``init`` ('random' or 'frequent'; 'frequent' starts random and must be
-    filled by :func:`init_codebooks_from` before training).
+    filled by :func:`init_codebooks_from` before training), ``assign`` (the
+    nearest-kernel rule: 'exact', or 'float32' for a model converted from
+    PyTorch, see :data:`NEAREST`).
     """
 
     def __init__(self, in_channels, out_channels, stride=1, tau=5, binary_act=False,
-                 act_grad="approxsign", rng=None, refine=True, period=25, init="random"):
+                 act_grad="approxsign", rng=None, refine=True, period=25, init="random",
+                 assign="exact"):
         rng = rng if rng is not None else np.random.default_rng(0)
         super().__init__(in_channels, out_channels, 3, stride, 1, binary_act=binary_act,
                          act_grad=act_grad, rng=rng)
@@ -264,7 +352,7 @@ class SubBitConv2d(QuantConv2d):
             raise ValueError(f"unknown codebook init {init!r}, expected one of {INITS}")
         self.tau, self.init = tau, init
         self.codebook = Codebook(tau, rng, refine=refine, period=period,
-                                 scale=np.abs(self.weight.data).mean())
+                                 scale=np.abs(self.weight.data).mean(), rule=assign)
         self.register_buffer("idx", np.zeros((out_channels, in_channels), np.uint16))
         self.needs_init = init == "frequent"
         self.idx = self.codebook.assign(self.weight.data)

@@ -18,7 +18,10 @@ Fixtures (reduced widths 4/8/16/32, 10 classes, 64x64 inputs): see FIXTURES.
 ``logits.npz`` holds the input ``x`` and each checkpoint's PyTorch logits
 (eval mode). ``tensors.{zip,legacy}.pth`` hold tensors of every supported
 dtype, strided views and shared storages, with the expected values in
-``tensors.npz``. ``--full`` writes the authors' full ResNet-18 (64..512
+``tensors.npz``. ``assign_float32.npz`` holds random and near-tied latent
+kernels with PyTorch's nearest codebook kernel of each (the authors'
+``torch.norm(...).argmin``), which minisnn's "float32" rule must reproduce
+bit for bit. ``--full`` writes the authors' full ResNet-18 (64..512
 channels, 1000 classes) at tau 4, 5, 6 and as a BNN, each with its Adam
 state as the authors' training script saves it, plus a bare tau-5 state
 dict, and ``logits.npz`` for a 224x224 input: ``NAME`` with PyTorch's
@@ -84,16 +87,23 @@ class Binarize(nn.Module):
         self.memory = torch.where(keep, self.memory, torch.sign(self.patterns))
         return self.memory
 
-    exact = False  # True: the exact nearest kernel (minisnn's), not float32's
+    exact = False  # True: the exact nearest kernel (minisnn's "exact"), not float32's
 
     def forward(self, w):
         k = self.kernels()
         if self.exact:  # float64 scores of float32 values: exact, ties to the lowest row
             idx = (w.reshape(-1, 9).double() @ k.double().T).argmax(dim=1)
-        else:  # float32 distances computed directly, as in training (no matmul shortcut)
-            idx = torch.cdist(w.reshape(-1, 9), k, compute_mode="donot_use_mm_for_euclid_dist")
-            idx = idx.argmin(dim=1)
+        else:
+            idx = torch_nearest(w.reshape(-1, 9), k)
         return k[idx].reshape(w.shape)
+
+
+def torch_nearest(w, k, chunk=1 << 14):
+    """The authors' assignment (weights2patterns): ``torch.norm(w.unsqueeze(1) -
+    k.unsqueeze(0), dim=2).argmin(dim=1)``, by chunks of rows (each row's
+    result is the same; the (n, S, 9) difference of a full layer is not held)."""
+    return torch.cat([torch.norm(part.unsqueeze(1) - k.unsqueeze(0), dim=2).argmin(dim=1)
+                      for part in w.split(chunk)])
 
 
 class SubBitConv(nn.Module):
@@ -221,14 +231,15 @@ def set_patterns(binarize, gen, small):
 
 
 def check_assignments(model, strict=True):
-    """Kernels whose float32 nearest pattern (PyTorch's) differs from the exact one
-    (minisnn's): the small fixtures must have none; returns their number."""
+    """Kernels whose float32 nearest pattern (PyTorch's) differs from the exact one:
+    the small fixtures must have none (both rules give their logits); returns
+    their number."""
     differ = 0
     for name, mod in model.named_modules():
         if isinstance(mod, SubBitConv):
             w = mod.weight.detach().reshape(-1, 9)
             k = mod.binarize.kernels()
-            a32 = torch.cdist(w, k, compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
+            a32 = torch_nearest(w, k)
             a64 = (w.double() @ k.double().T).argmax(dim=1)
             differ += int((a32 != a64).sum())
             assert not strict or torch.equal(a32, a64), f"{name}: float32 and exact differ"
@@ -320,6 +331,63 @@ def write_tensor_fixtures(out, gen):
     atomic(out / "tensors.npz", lambda f: np.savez(f, **expected))
 
 
+ASSIGN_TAUS = (4, 5, 6, 9)
+ASSIGN_KERNELS = (250, 750)  # random and near-tied latent kernels per codebook
+
+
+def near_tied(rng, kernels, n):
+    """n float32 kernels each within a few ulps of equally near two random rows
+    a != b of ``kernels`` (S, 9): w is mostly (K_a + K_b) / 2 plus noise, at
+    scales from 1e-3 to 1, with one coordinate where K_a and K_b differ set so
+    that w . (K_a - K_b) is 0, then moved by -4..4 ulps in one coordinate."""
+    rows = len(kernels)
+    a = rng.integers(0, rows, n)
+    b = (a + rng.integers(1, rows, n)) % rows
+    scale = rng.choice([1e-3, 1e-2, 0.05, 0.3, 1.0], (n, 1))
+    noise = rng.choice([0.01, 0.1, 0.5], (n, 1))
+    w = scale * ((kernels[a] + kernels[b]) / 2 + noise * rng.standard_normal((n, 9)))
+    diff = kernels[a] - kernels[b]
+    j = np.array([rng.choice(np.flatnonzero(d)) for d in diff])
+    r = np.arange(n)
+    w[r, j] = 0.0
+    w[r, j] = -(w * diff).sum(axis=1) / diff[r, j]
+    w = w.astype(np.float32)
+    c, steps = rng.integers(0, 9, n), rng.integers(-4, 5, n)
+    for _ in range(4):
+        move = steps != 0
+        w[r[move], c[move]] = np.nextafter(w[r[move], c[move]],
+                                           np.where(steps[move] > 0, np.inf, -np.inf)
+                                           .astype(np.float32))
+        steps = steps - np.sign(steps)
+    return w
+
+
+def write_assign_fixture(out, seed):
+    """``assign_float32.npz``: per tau, a codebook (``tauT.codes``), latent
+    kernels (``tauT.w``, random then near-tied) and the authors' assignment of
+    them by PyTorch on this CPU (``tauT.idx``, see :func:`torch_nearest`)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for tau in ASSIGN_TAUS:
+        codes = np.sort(rng.choice(512, 1 << tau, replace=False))
+        kernels = (2.0 * ((codes[:, None] >> np.arange(9)) & 1) - 1).astype(np.float32)
+        n_random, n_tied = ASSIGN_KERNELS
+        w = np.concatenate([
+            (rng.standard_normal((n_random, 9))
+             * rng.choice([1e-3, 1e-2, 0.05, 0.3, 1.0], (n_random, 1))).astype(np.float32),
+            near_tied(rng, kernels, n_tied)])
+        idx = torch_nearest(torch.from_numpy(w), torch.from_numpy(kernels)).numpy()
+        exact = (w.astype(np.float64) @ kernels.astype(np.float64).T).argmax(axis=1)
+        norms = torch.norm(torch.from_numpy(w).unsqueeze(1) - torch.from_numpy(kernels), dim=2)
+        first, second = norms.topk(2, dim=1, largest=False).values.unbind(dim=1)
+        print(f"  tau {tau}: PyTorch's float32 assignment differs from the exact one on "
+              f"{int((idx != exact).sum())} of {len(w)} kernels; "
+              f"{int((first == second).sum())} have two equal smallest norms")
+        arrays.update({f"tau{tau}.codes": codes.astype(np.uint16), f"tau{tau}.w": w,
+                       f"tau{tau}.idx": idx.astype(np.uint16)})
+    atomic(out / "assign_float32.npz", lambda f: np.savez(f, **arrays))
+
+
 def write_full(out, seed):
     """Full-size ResNet-18s in the authors' layout (about 47 MB of weights each)."""
     gen = torch.Generator().manual_seed(seed)
@@ -359,6 +427,7 @@ def main(argv=None):
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         write_fixtures(args.out, args.seed)
+        write_assign_fixture(args.out, args.seed)
         print(f"wrote fixtures to {args.out}")
 
 

@@ -14,7 +14,8 @@ import pytest
 from minisnn import convert, models, torchfile
 from minisnn.checkpoint import load_checkpoint, load_model, restore_module
 from minisnn.quant import BinaryConv2d, SignInputConv2d
-from minisnn.subbit import SubBitConv2d, codes_to_kernels
+from minisnn.subbit import (SubBitConv2d, codes_to_kernels, nearest_kernels,
+                            nearest_kernels_float32)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # file -> (quant, tau), as scripts/make_torch_fixtures.py made them
@@ -103,23 +104,68 @@ def test_tiny_and_zero_pattern_entries_warn():
         convert.convert(state, "tau5")
 
 
-def test_near_ties_counted_and_warned():
-    kernels = np.array([[1.0] * 9, [1.0] * 8 + [-1.0]])
-    w = np.array([[0.1] * 8 + [g] for g in (0.0, 2.0 ** -21, 2.0 ** -19, 1e-3)])
-    assert convert.near_ties(w, kernels) == 2  # score gaps 2 * g: 0 and 2^-20 are < 2^-19
+def near_tied_state():
+    """The tau-5 fixture with latent kernel (1, 2) of layer1.2 put between two
+    codebook rows a and b (0.05 where they agree, 0 where they differ: equally
+    near both, and nearer than any other row when no other row agrees with
+    them where they agree), then moved ulp by ulp towards b until the exact
+    and float32 rules disagree on it (float32's equal norms keep a, the lower
+    row): ``(state, (exact's row, float32's row))``."""
     state, _ = read("reactnet_tau5.legacy.pth")
-    p = state["layer1.2.binary_conv.binarize.patterns"]
-    a, b = np.where(p[3] >= 0, 1, -1), np.where(p[7] >= 0, 1, -1)
+    kernels = np.where(state["layer1.2.binary_conv.binarize.patterns"] >= 0, 1.0, -1.0)
+    for a, b in zip(*np.triu_indices(len(kernels), 1)):
+        same = kernels[a] == kernels[b]
+        if (kernels[:, same] == kernels[a, same]).all(axis=1).sum() == 2:
+            break
+    kernel = np.where(same, 0.05 * kernels[a], 0).astype(np.float32)
+    j = np.flatnonzero(~same)[0]
+    for _ in range(64):
+        rules = (nearest_kernels(kernel[None], kernels)[0],
+                 nearest_kernels_float32(kernel[None], kernels)[0])
+        if rules[0] != rules[1]:
+            break
+        kernel[j] = np.nextafter(kernel[j], np.float32(kernels[b, j]))
+    assert rules == (b, a)
     w = state["layer1.2.binary_conv.weight"].copy()
-    w[1, 2] = (0.05 * (a + b) / 2).reshape(3, 3)  # equally near rows 3 and 7
+    w[1, 2] = kernel.reshape(3, 3)
     state["layer1.2.binary_conv.weight"] = w
-    with pytest.warns(UserWarning, match=r"1 kernels in 1 layers "
-                                         r"\(first layer1.2.binary_conv: 1\)"):
-        model = convert.convert(state, "tau5")
-    scores = np.where(p >= 0, 1.0, -1.0) @ w[1, 2].ravel().astype(np.float64)
-    tied = np.flatnonzero(scores == scores.max())
-    assert 3 in tied and 7 in tied  # and any kernel agreeing with both where they agree
-    assert model.layer1[2].binary_conv.idx[1, 2] == tied[0]  # exact ties go to the lowest row
+    return state, rules
+
+
+@pytest.mark.parametrize("assign", ["float32", "exact"])
+def test_kernels_the_rules_assign_differently_are_counted_and_warned(assign):
+    state, (exact, float32) = near_tied_state()
+    with pytest.warns(UserWarning, match=r"1 kernels in 1 layers \(first "
+                                         r"layer1.2.binary_conv: 1\).*this model uses " + assign):
+        model = convert.convert(state, "tau5", assign=assign)
+    conv = model.layer1[2].binary_conv
+    assert conv.codebook.rule == assign and model.config["snn_options"] == {"assign": assign}
+    assert conv.idx[1, 2] == (float32 if assign == "float32" else exact)
+    assert convert.rule_differences(model) == {
+        name: int(name == "layer1.2.binary_conv") for name, m in model.named_modules()
+        if isinstance(m, SubBitConv2d)}
+    with pytest.raises(ValueError, match="unknown assignment rule 'float64'"):
+        convert.convert(state, "tau5", assign="float64")
+
+
+def test_the_rule_travels_with_the_checkpoint(tmp_path):
+    """load_model, the integer engine and the kernel codes (kernels, export
+    --rom) of a saved conversion assign by the rule it was converted with."""
+    from minisnn.checkpoint import save_inference
+    from minisnn.compile import compile_model
+    from minisnn.subbit import binary_kernel_codes
+    state, (exact, float32) = near_tied_state()
+    for assign, row in (("float32", float32), ("exact", exact)):
+        with pytest.warns(UserWarning, match="1 kernels in 1 layers"):
+            model = convert.convert(state, "tau5", assign=assign)
+        loaded = load_model(save_inference(tmp_path / f"{assign}.npz", model))
+        conv = loaded.layer1[2].binary_conv
+        assert conv.codebook.rule == assign and conv.idx[1, 2] == row
+        assert binary_kernel_codes(conv)[1, 2] == conv.codebook.codes[row]
+        compiled = compile_model(loaded, input_size=64)
+        layer = next(c.layer for b in compiled.blocks for c in b.convs
+                     if c.layer.name == "layer1.2.binary_conv")
+        assert layer.idx[1, 2] == row
 
 
 def test_zero_latent_weights_of_a_sign_conv_warn():
@@ -227,18 +273,27 @@ def test_cli_writes_a_checkpoint_of_the_same_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ReActNet Bi-Real ResNet-18 (tau=5 W/1A)" in text
     assert "layer4.3.binary_conv" in text and "tau=5" in text and f"wrote {out}" in text
+    assert "kernel assignment: float32 (float32 distances, as PyTorch on a CPU)" in text
     arrays, config = load_checkpoint(out)
     assert config["epoch"] == 256 and config["best_top1_acc"] == 61.25
+    assert config["model"]["snn_options"] == {"assign": "float32"}
     assert config["converted_from"].endswith(name)
     model = models.build_model(config["model"])
     restore_module(model, arrays, out)
     assert_logits_match(model.eval(), name)
 
 
-def test_load_model_rebuilds_a_reduced_width_conversion(tmp_path):
+@pytest.mark.parametrize("assign", ["float32", "exact"])
+def test_load_model_rebuilds_a_reduced_width_conversion(tmp_path, assign):
+    """Either rule gives PyTorch's logits here: the small fixtures hold no kernel
+    the rules assign differently (scripts/make_torch_fixtures.py checks)."""
     out = tmp_path / "model.npz"
-    assert convert.main([str(FIXTURES / "reactnet_tau6.zip.pth"), "--out", str(out)]) == 0
-    assert_logits_match(load_model(out), "reactnet_tau6.zip.pth")
+    assert convert.main([str(FIXTURES / "reactnet_tau6.zip.pth"), "--out", str(out),
+                         "--assign", assign]) == 0
+    model = load_model(out)
+    assert {m.codebook.rule for _, m in model.named_modules()
+            if isinstance(m, SubBitConv2d)} == {assign}
+    assert_logits_match(model, "reactnet_tau6.zip.pth")
 
 
 def test_cli_refusals_exit_2(tmp_path, capsys):
@@ -275,7 +330,8 @@ def test_a_full_width_conversion_runs_a_512_channel_conv_on_the_verilog_engines(
         if key.endswith((".codebook.codes", ".codebook.seed", ".codebook.step", ".binary_conv.idx")):
             continue
         state[key.replace(".binary_conv.codebook.weight", ".binary_conv.binarize.patterns")] = value
-    model = convert.convert(state, "full-width")
+    with pytest.warns(UserWarning, match=r"kernels in \d+ layers .* uses float32"):
+        model = convert.convert(state, "full-width")  # latent weights near 0: near ties
     assert model.config["widths"] == [64, 128, 256, 512] and model.config["tau"] == 5
     compiled = C.compile_model(model, input_size=64)
     name = "layer4.1.binary_conv"

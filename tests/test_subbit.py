@@ -1,4 +1,5 @@
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ from minisnn import functional as F
 from minisnn import models, subbit
 from minisnn.nn import softmax_cross_entropy
 from minisnn.quant import BinaryConv2d, weight_scale
-from minisnn.subbit import (ALL_KERNELS, Codebook, SubBitConv2d, binary_kernel_codes,
+from minisnn.subbit import (ALL_KERNELS, NEAR_TIE, Codebook, SubBitConv2d, binary_kernel_codes,
                             codes_to_kernels, init_codebooks_from, kernels_to_codes,
-                            nearest_kernels)
+                            nearest_kernels, nearest_kernels_float32)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture
@@ -97,6 +100,90 @@ def test_codebook_assign_shape(rng):
     idx = cb.assign(w)
     assert idx.shape == (5, 3) and idx.dtype == np.uint16
     np.testing.assert_array_equal(idx.ravel(), brute_nearest(w.reshape(-1, 9), cb.kernels))
+
+
+def float32_of(x):
+    """A rational rounded to the nearest float32, ties to even (no double rounding)."""
+    near = np.float32(float(x))
+    candidates = [near, np.nextafter(near, np.float32(np.inf)),
+                  np.nextafter(near, np.float32(-np.inf))]
+    return min(candidates, key=lambda f: (abs(Fraction(float(f)) - x),
+                                          int(np.float32(f).view(np.uint32)) & 1))
+
+
+FMA_FLOATS = st.one_of(st.just(0.0), st.floats(2.0 ** -60, 2.0 ** 60, width=32),
+                       st.floats(-2.0 ** 60, -2.0 ** -60, width=32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=FMA_FLOATS, b=FMA_FLOATS, c=FMA_FLOATS)
+def test_fma_float32_rounds_once(a, b, c):
+    a, b, c = np.float32(a), np.float32(b), np.float32(c)
+    expect = float32_of(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+    assert subbit._fma_float32(a, b, c) == expect
+
+
+def test_fma_float32_where_float64_rounding_lands_halfway():
+    # a^2 = 1 + m 2^-11 + m^2 2^-24 ends in a float32 half ulp (2^-24) for odd m; a
+    # c below float64's half ulp decides the side, which rounding the float64 sum
+    # to float32 (twice rounded) loses about half the time
+    twice_rounded_wrong = 0
+    for m in range(1, 40, 2):
+        for c in (2.0 ** -60, -2.0 ** -60, 2.0 ** -55, -2.0 ** -55):
+            a, c = np.float32(1 + m * 2.0 ** -12), np.float32(c)
+            exact = Fraction(float(a)) ** 2 + Fraction(float(c))
+            assert subbit._fma_float32(a, a, c) == float32_of(exact)
+            twice_rounded_wrong += np.float32(float(exact)) != float32_of(exact)
+    assert twice_rounded_wrong >= 20
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_float32_rule_equals_pytorch(monkeypatch, chunk):
+    """PyTorch 2.13's own argmin of torch.norm (tests/fixtures/assign_float32.npz,
+    made by scripts/make_torch_fixtures.py): random and near-tied kernels."""
+    if chunk:
+        monkeypatch.setattr(subbit, "_ASSIGN_CHUNK", chunk)
+    fixture = np.load(FIXTURES / "assign_float32.npz")
+    for tau in (4, 5, 6, 9):
+        w, idx = fixture[f"tau{tau}.w"], fixture[f"tau{tau}.idx"]
+        kernels = codes_to_kernels(fixture[f"tau{tau}.codes"]).reshape(-1, 9)
+        np.testing.assert_array_equal(nearest_kernels_float32(w, kernels), idx)
+        differ = int((nearest_kernels(w, kernels) != idx).sum())
+        assert differ > 0  # the fixture tells the rules apart
+
+
+def test_float32_rule_equal_norms_go_to_the_first_row():
+    kernels = codes_to_kernels([7, 301, 300, 5, 4]).reshape(-1, 9)  # rows, not codes, count
+    w = np.zeros((3, 9), np.float32)  # row 0: every norm is 3
+    w[1] = 0.25 * (kernels[2] + kernels[1])  # equally near rows 1 and 2 (codes 301, 300)
+    w[2] = 0.25 * (kernels[4] + kernels[3])  # equally near rows 3 and 4 (codes 5, 4)
+    norms = np.sqrt(((w[:, None].astype(np.float64) - kernels) ** 2).sum(axis=2))
+    nearest = [np.flatnonzero(row == row.min()).tolist() for row in norms]
+    assert nearest == [[0, 1, 2, 3, 4], [1, 2], [3, 4]]
+    assert nearest_kernels_float32(w, kernels).tolist() == [0, 1, 3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(tau=st.integers(1, 9), n=st.integers(1, 60), seed=st.integers(0, 2 ** 32 - 1))
+def test_float32_and_exact_rules_agree_but_on_near_ties(tau, n, seed):
+    """For latent weights in [-1, 1] the rules differ only where the exact score
+    gap between the two best kernels is below NEAR_TIE: weights on a grid of
+    1/8 (exact ties) moved by -4..4 x 2^-26..2^-15 in one entry put gaps from
+    float32 rounding (where the rules do differ) to just above the bound;
+    uniform weights fill the rest."""
+    rng = np.random.default_rng(seed)
+    kernels = codes_to_kernels(rng.choice(512, 1 << tau, replace=False)).reshape(-1, 9)
+    w = rng.integers(-8, 9, (n, 9)) / 8
+    w[np.arange(n), rng.integers(0, 9, n)] += rng.integers(-4, 5, n) \
+        * 2.0 ** -rng.integers(15, 27, n)
+    uniform = rng.random(n) < 0.3
+    w[uniform] = rng.uniform(-1, 1, (int(uniform.sum()), 9))
+    w = np.clip(w, -1, 1).astype(np.float32)
+    scores = w.astype(np.float64) @ kernels.T.astype(np.float64)  # exact: few bits
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] >= NEAR_TIE
+    exact, float32 = nearest_kernels(w, kernels), nearest_kernels_float32(w, kernels)
+    np.testing.assert_array_equal(float32[decided], exact[decided])
 
 
 # -- codebook construction ----------------------------------------------------------
@@ -324,6 +411,27 @@ def test_resnet20_snn_config_is_json_and_rebuilds():
     convs = [m for _, m in again.named_modules() if isinstance(m, SubBitConv2d)]
     assert len(convs) == 18
     assert all(m.tau == 5 and not m.codebook.refine and m.codebook.period == 10 for m in convs)
+
+
+def test_assign_rule_is_a_config_option_kept_by_every_conv():
+    import json
+    model = models.resnet20("snn", "binary", tau=4, seed=2, assign="float32")
+    again = models.build_model(json.loads(json.dumps(model.config)))
+    again.load_state_dict(model.state_dict())
+    convs = [m for _, m in again.named_modules() if isinstance(m, SubBitConv2d)]
+    assert convs and all(m.codebook.rule == "float32" for m in convs)
+    for conv in convs:
+        w = conv.weight.data.reshape(-1, 9)
+        np.testing.assert_array_equal(conv.idx.ravel(), nearest_kernels_float32(
+            w, conv.codebook.kernels))
+        b, _ = conv.binary_weight()
+        np.testing.assert_array_equal(b.reshape(-1, 9), conv.codebook.kernels[conv.idx.ravel()])
+    default = models.resnet20("snn", "binary", tau=4, seed=2)
+    assert all(m.codebook.rule == "exact" for _, m in default.named_modules()
+               if isinstance(m, SubBitConv2d))
+    with pytest.raises(ValueError, match="unknown nearest-kernel rule 'float16', expected one "
+                                         r"of \('exact', 'float32'\)"):
+        SubBitConv2d(2, 2, tau=3, assign="float16")
 
 
 def test_init_codebooks_from_bnn(rng):
