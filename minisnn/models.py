@@ -36,12 +36,19 @@ import numpy as np
 from . import functional as F
 from .nn import (AvgPool2d, BasicBlock, BatchNorm2d, Conv2d, GlobalAvgPool2d, Hardtanh,
                  Identity, LearnableBias, Linear, MaxPool2d, Module, PReLU, ReLU, Sequential,
-                 SkipInit)
+                 SkipInit, WEIGHT_INITS)
 from .quant import BinaryConv2d, SignInputConv2d
 
 QUANTS = ("fp", "bnn", "snn")
 ACTS = ("real", "binary")
 BLOCKS = ("basic", "reactnet")
+DEFAULT_WEIGHT_INIT = "kaiming_normal"
+
+
+def weight_init(config):
+    """The conv weight initialisation of a model config (nn.WEIGHT_INITS): the
+    config holds 'weight_init' only when it is not the default He init."""
+    return config.get("weight_init", DEFAULT_WEIGHT_INIT)
 
 
 def mode_name(quant, act, tau=None):
@@ -56,8 +63,12 @@ def mode_name(quant, act, tau=None):
 
 
 def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", block="basic",
-                    **snn_options):
-    """Return ``conv(c_in, c_out, stride)`` building the block convs of a mode."""
+                    weight_init=DEFAULT_WEIGHT_INIT, **snn_options):
+    """Return ``conv(c_in, c_out, stride)`` building the block convs of a mode,
+    their weights drawn by ``weight_init`` (a key of nn.WEIGHT_INITS)."""
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {weight_init!r}, expected one of "
+                         f"{tuple(WEIGHT_INITS)}")
     if quant not in QUANTS:
         raise ValueError(f"unknown quant {quant!r}, expected one of {QUANTS}")
     if act not in ACTS:
@@ -70,20 +81,23 @@ def conv3x3_factory(quant, act, rng, tau=None, act_grad="approxsign", block="bas
         if act != "real":
             if block == "reactnet":  # step 1 of the two-step recipe
                 return lambda c_in, c_out, stride: SignInputConv2d(
-                    c_in, c_out, 3, stride, 1, binary_act=True, act_grad=act_grad, rng=rng)
+                    c_in, c_out, 3, stride, 1, binary_act=True, act_grad=act_grad, rng=rng,
+                    weight_init=weight_init)
             raise ValueError("quant 'fp' with act 'binary' needs block 'reactnet' (step 1 of "
                              "the two-step recipe); the basic block needs binary weights")
-        return lambda c_in, c_out, stride: Conv2d(c_in, c_out, 3, stride, 1, rng=rng)
+        return lambda c_in, c_out, stride: Conv2d(c_in, c_out, 3, stride, 1, rng=rng,
+                                                  weight_init=weight_init)
     binary_act = act == "binary"
     if quant == "bnn":
         return lambda c_in, c_out, stride: BinaryConv2d(
-            c_in, c_out, 3, stride, 1, binary_act=binary_act, act_grad=act_grad, rng=rng)
+            c_in, c_out, 3, stride, 1, binary_act=binary_act, act_grad=act_grad, rng=rng,
+            weight_init=weight_init)
     from .subbit import SubBitConv2d
     if tau is None:
         raise ValueError("quant 'snn' needs tau (bits per 3x3 kernel, 1..9)")
     return lambda c_in, c_out, stride: SubBitConv2d(
         c_in, c_out, stride=stride, tau=tau, binary_act=binary_act, act_grad=act_grad,
-        rng=rng, **snn_options)
+        rng=rng, weight_init=weight_init, **snn_options)
 
 
 class ReActBlock(Module):
@@ -99,7 +113,7 @@ class ReActBlock(Module):
     the layers one after another: tested equal to them).
     """
 
-    def __init__(self, in_planes, planes, stride, conv, rng=None):
+    def __init__(self, in_planes, planes, stride, conv, rng=None, weight_init=DEFAULT_WEIGHT_INIT):
         self.move0 = LearnableBias(in_planes)
         self.binary_conv = conv(in_planes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
@@ -110,7 +124,8 @@ class ReActBlock(Module):
         if stride != 1 or in_planes != planes:
             self.downsample = Sequential(
                 AvgPool2d(stride) if stride != 1 else Identity(),
-                Conv2d(in_planes, planes, 1, 1, 0, rng=rng), BatchNorm2d(planes))
+                Conv2d(in_planes, planes, 1, 1, 0, rng=rng, weight_init=weight_init),
+                BatchNorm2d(planes))
 
     def _rprelu_params(self, dtype):
         return [np.ascontiguousarray(m.data.reshape(-1), dtype=dtype) for m in
@@ -157,7 +172,7 @@ def make_stages(config, widths, blocks, basic_block, rng):
     """
     block = config.get("block", "basic")
     conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
-                           config.get("act_grad", "approxsign"), block,
+                           config.get("act_grad", "approxsign"), block, weight_init(config),
                            **config.get("snn_options", {}))
     binary_act = config["act"] == "binary"
     act = Hardtanh if binary_act else ReLU
@@ -167,7 +182,8 @@ def make_stages(config, widths, blocks, basic_block, rng):
         for b in range(2 * n_blocks if block == "reactnet" else n_blocks):
             stride = 2 if (s > 0 and b == 0) else 1
             if block == "reactnet":
-                stage.append(ReActBlock(in_planes, planes, stride, conv, rng=rng))
+                stage.append(ReActBlock(in_planes, planes, stride, conv, rng=rng,
+                                        weight_init=weight_init(config)))
             else:
                 stage.append(basic_block(in_planes, planes, stride, conv, act, binary_act))
             in_planes = planes
@@ -211,7 +227,7 @@ class ResNetCifar(_ResNet):
         blocks = (depth - 2) // 6
         self.config = config
         rng = _generator(config, init)
-        self.conv1 = Conv2d(3, widths[0], 3, 1, 1, rng=rng)
+        self.conv1 = Conv2d(3, widths[0], 3, 1, 1, rng=rng, weight_init=weight_init(config))
         self.bn1 = BatchNorm2d(widths[0])
         if config.get("block", "basic") == "basic":
             self.act1 = Hardtanh() if config["act"] == "binary" else ReLU()
@@ -230,10 +246,12 @@ class ProjectionBlock(BasicBlock):
     """Basic block whose shape-changing shortcut is a full-precision 1x1 conv
     + batch norm (He et al.'s option B, as in ImageNet ResNet-18)."""
 
-    def __init__(self, in_planes, planes, stride, conv, act, double_shortcut=False, rng=None):
+    def __init__(self, in_planes, planes, stride, conv, act, double_shortcut=False, rng=None,
+                 weight_init=DEFAULT_WEIGHT_INIT):
         super().__init__(in_planes, planes, stride, conv, act, double_shortcut)
         if stride != 1 or in_planes != planes:
-            self.shortcut = Sequential(Conv2d(in_planes, planes, 1, stride, 0, rng=rng),
+            self.shortcut = Sequential(Conv2d(in_planes, planes, 1, stride, 0, rng=rng,
+                                              weight_init=weight_init),
                                        BatchNorm2d(planes))
 
 
@@ -247,14 +265,15 @@ class ResNetImageNet(_ResNet):
                  init=True):
         self.config = config
         rng = _generator(config, init)
-        self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng)
+        self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng, weight_init=weight_init(config))
         self.bn1 = BatchNorm2d(widths[0])
         if config.get("block", "basic") == "basic":
             self.act1 = Hardtanh() if config["act"] == "binary" else ReLU()
         self.maxpool = MaxPool2d(3, 2, 1)
 
         def basic_block(in_planes, planes, stride, conv, act, double_shortcut):
-            return ProjectionBlock(in_planes, planes, stride, conv, act, double_shortcut, rng=rng)
+            return ProjectionBlock(in_planes, planes, stride, conv, act, double_shortcut, rng=rng,
+                                   weight_init=weight_init(config))
 
         for s, stage in enumerate(make_stages(config, widths, blocks, basic_block, rng)):
             setattr(self, f"layer{s + 1}", stage)
@@ -270,19 +289,26 @@ class ResNetImageNet(_ResNet):
 
 
 def model_config(arch, quant="fp", act="real", tau=None, seed=0, num_classes=10,
-                 act_grad="approxsign", block="basic", **snn_options):
+                 act_grad="approxsign", block="basic", weight_init=DEFAULT_WEIGHT_INIT,
+                 **snn_options):
     """The JSON-able config that :func:`build_model` builds (and checkpoints
-    store), checked: a bad mode, block or tau is refused here, before anything
-    is built or loaded. ``tau`` and ``snn_options`` (refine, period, init,
-    assign) are kept for sub-bit models only."""
+    store), checked: a bad mode, block, tau or weight_init is refused here,
+    before anything is built or loaded. ``tau`` and ``snn_options`` (refine,
+    period, init, assign) are kept for sub-bit models only, ``weight_init``
+    (nn.WEIGHT_INITS) only when it is not the default."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}, expected one of {sorted(ARCHS)}")
-    conv3x3_factory(quant, act, None, tau, act_grad, block)  # validates the combination
+    # validates the combination
+    conv3x3_factory(quant, act, None, tau, act_grad, block, weight_init)
     if quant == "snn" and not (isinstance(tau, (int, np.integer)) and 1 <= tau <= 9):
         raise ValueError(f"tau must be an integer in 1..9 (bits per 3x3 kernel), found {tau!r}")
-    return {"arch": arch, "quant": quant, "act": act, "tau": int(tau) if quant == "snn" else None,
-            "seed": seed, "num_classes": num_classes, "act_grad": act_grad, "block": block,
-            "snn_options": snn_options if quant == "snn" else {}}
+    config = {"arch": arch, "quant": quant, "act": act,
+              "tau": int(tau) if quant == "snn" else None, "seed": seed,
+              "num_classes": num_classes, "act_grad": act_grad, "block": block,
+              "snn_options": snn_options if quant == "snn" else {}}
+    if weight_init != DEFAULT_WEIGHT_INIT:
+        config["weight_init"] = weight_init
+    return config
 
 
 def resnet20(quant="fp", act="real", tau=None, seed=0, num_classes=10,

@@ -267,6 +267,19 @@ def kaiming_normal(shape, rng, dtype=np.float32):
     return draw(shape, rng, lambda n: rng.standard_normal(n) * std, dtype)
 
 
+def torch_uniform(shape, rng, dtype=np.float32):
+    """PyTorch's default for nn.Conv2d and nn.Linear (kaiming_uniform with
+    a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in),
+    2.45x below He's. Under Adam, whose steps do not scale with the weights,
+    the smaller start lets weights change 2.45x faster relative to their size."""
+    bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))
+    return draw(shape, rng, lambda n: rng.uniform(-bound, bound, n), dtype)
+
+
+# Conv weight initialisations by name (a model config's 'weight_init')
+WEIGHT_INITS = {"kaiming_normal": kaiming_normal, "torch_uniform": torch_uniform}
+
+
 class Conv2d(Module):
     """Full-precision 2-D convolution (cross-correlation).
 
@@ -276,11 +289,11 @@ class Conv2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0,
-                 bias=False, rng=None, method="auto"):
+                 bias=False, rng=None, method="auto", weight_init="kaiming_normal"):
         rng = rng if rng is not None else np.random.default_rng(0)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.weight = Parameter(kaiming_normal(
+        self.weight = Parameter(WEIGHT_INITS[weight_init](
             (out_channels, in_channels, kernel_size, kernel_size), rng), decay=True)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
         self.method = method

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import fastconv
 from . import functional as F
-from .nn import Module, Parameter, kaiming_normal
+from .nn import WEIGHT_INITS, Module, Parameter
 
 
 sign = F.sign
@@ -57,12 +57,13 @@ class QuantConv2d(Module):
     binary_weights = True  # the forward uses +-1 kernels (False: SignInputConv2d)
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1,
-                 binary_act=False, act_grad="approxsign", rng=None, method="auto"):
+                 binary_act=False, act_grad="approxsign", rng=None, method="auto",
+                 weight_init="kaiming_normal"):
         rng = rng if rng is not None else np.random.default_rng(0)
         self.method = method  # as Conv2d's: 'reference' runs the readable conv
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.weight = Parameter(kaiming_normal(
+        self.weight = Parameter(WEIGHT_INITS[weight_init](
             (out_channels, in_channels, kernel_size, kernel_size), rng), decay=True)
         self.input_sign = SignActivation(act_grad) if binary_act else None
         self.cache = None

@@ -344,10 +344,10 @@ class SubBitConv2d(QuantConv2d):
 
     def __init__(self, in_channels, out_channels, stride=1, tau=5, binary_act=False,
                  act_grad="approxsign", rng=None, refine=True, period=25, init="random",
-                 assign="exact"):
+                 assign="exact", weight_init="kaiming_normal"):
         rng = rng if rng is not None else np.random.default_rng(0)
         super().__init__(in_channels, out_channels, 3, stride, 1, binary_act=binary_act,
-                         act_grad=act_grad, rng=rng)
+                         act_grad=act_grad, rng=rng, weight_init=weight_init)
         if init not in INITS:
             raise ValueError(f"unknown codebook init {init!r}, expected one of {INITS}")
         self.tau, self.init = tau, init

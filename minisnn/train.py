@@ -28,7 +28,7 @@ from .distill import TeacherLogits, load_teacher
 from .figures import training_curves
 from . import models
 from .models import ACTS, BLOCKS, QUANTS, build_model, mode_name
-from .nn import BatchNorm2d, distillation_loss, softmax_cross_entropy
+from .nn import WEIGHT_INITS, BatchNorm2d, distillation_loss, softmax_cross_entropy
 from .optim import DECAY_RULES, OPTIMIZERS, SCHEDULES, Adam, ParamGroups, lr_at, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
@@ -124,7 +124,7 @@ def build_optimizer(args, model):
 
 def model_config(args):
     return models.model_config(args.arch, args.quant, args.act, args.tau, args.seed, 10,
-                               args.act_grad, args.block, refine=args.refine,
+                               args.act_grad, args.block, args.weight_init, refine=args.refine,
                                period=args.period, init=args.init)
 
 
@@ -454,6 +454,9 @@ def build_parser():
     m.add_argument("--tau", type=int, default=5, help="bits per 3x3 kernel for --quant snn (1..9)")
     m.add_argument("--act-grad", default="approxsign", choices=("approxsign", "ste"),
                    help="surrogate gradient of binary activations")
+    m.add_argument("--weight-init", default=models.DEFAULT_WEIGHT_INIT, choices=WEIGHT_INITS,
+                   help="conv weights: He's normal, or PyTorch's nn.Conv2d default "
+                   "(uniform, 2.45x smaller; the sub-bit authors' step 1 starts from it)")
     m.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
                    help="sub-bit codebook refinement")
     m.add_argument("--period", type=int, default=25, help="refinement period in steps")

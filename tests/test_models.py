@@ -194,6 +194,7 @@ def test_fused_rprelu_equals_the_three_layers(rng):
     (dict(quant="snn", tau=12), "tau must be an integer in 1..9"),
     (dict(quant="snn", tau=None), "quant 'snn' needs tau"),
     (dict(quant="int4"), "unknown quant 'int4'"),
+    (dict(weight_init="xavier"), "unknown weight_init 'xavier'"),
 ])
 def test_model_config_refuses_bad_values_before_building(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -204,6 +205,33 @@ def test_model_config_keeps_tau_and_options_for_subbit_models_only():
     assert models.model_config("resnet20", "bnn", "binary", tau=5, period=3)["tau"] is None
     cfg = models.model_config("resnet18", "snn", "binary", tau=4, block="reactnet", period=3)
     assert cfg["tau"] == 4 and cfg["snn_options"] == {"period": 3}
+
+
+def test_torch_uniform_weight_init_is_pytorchs_conv_default():
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every conv (stem, block convs,
+    shortcut convs; the classifier already draws PyTorch's way), recorded in
+    the config, rebuilt from it; the default He init leaves the config as it was."""
+    default = models.model_config("resnet20", "fp", "binary", block="reactnet")
+    assert "weight_init" not in default
+    cfg = models.model_config("resnet20", "fp", "binary", block="reactnet",
+                              weight_init="torch_uniform")
+    assert cfg["weight_init"] == "torch_uniform"
+    he, uniform = models.build_model(default), models.build_model(cfg)
+    convs = 0
+    for (name, a), (_, b) in zip(he.named_modules(), uniform.named_modules()):
+        w = getattr(getattr(b, "weight", None), "data", None)
+        if w is None or w.ndim != 4:
+            continue
+        convs += 1
+        fan_in = int(np.prod(w.shape[1:]))
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound, name
+        assert abs(w.std() * np.sqrt(3 * fan_in) - 1) < 0.2, name
+        assert abs(a.weight.data.std() * np.sqrt(fan_in / 2) - 1) < 0.2, name  # He: sqrt(2/fan_in)
+    assert convs == 1 + 18 + 2  # stem, 18 binary convs, 2 downsampling 1x1 convs
+    again = models.build_model(cfg)
+    for (_, a), (_, b) in zip(uniform.named_parameters(), again.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
 
 
 @pytest.mark.parametrize("arch,quant,block", [("resnet18", "snn", "reactnet"),

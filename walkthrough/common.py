@@ -63,8 +63,11 @@ MODELS = {
     "snn5_32a_frequent": ("tau=5 W/32A, 'frequent' init",
                           ["--quant", "snn", "--act", "real", "--tau", "5", "--init", "frequent"]),
     # the authors' recipe (RECIPE_KD): step 1, then step 2 rows from it
+    # step 1 trains its weights from initialisation: drawn as the authors' nn.Conv2d
+    # draws them (PyTorch's default), whose scale sets how fast Adam moves them
     "step1_a1": ("step 1: real W/1A (KD)", ["--quant", "fp", "--act", "binary",
-                                            "--weight-decay", "1e-5"]),
+                                            "--weight-decay", "1e-5",
+                                            "--weight-init", "torch_uniform"]),
     "bnn_1a_kd": ("1W/1A (KD)", ["--quant", "bnn", "--act", "binary", "--weight-decay", "0"]),
 }
 for _tau in (6, 5, 4):
