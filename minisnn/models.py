@@ -122,7 +122,7 @@ class ReActBlock(Module):
         F.shifted_sign(x, shift, signs)
         conv = self.binary_conv.run_forward_hooks(signs, self.binary_conv.conv_forward(signs))
         out = self.bn1(conv)
-        out += x if self.downsample is None else self.downsample(x)
+        F.add(out, x if self.downsample is None else self.downsample(x), out)  # on both cores
         # move1 -> prelu -> move2 in one pass (functional.rprelu: the same operations)
         y = np.empty_like(out)
         F.rprelu(out, *self._rprelu_params(out.dtype), y)
@@ -142,7 +142,7 @@ class ReActBlock(Module):
         approx = self.binary_conv.input_sign.grad == "approxsign"
         dshift = F.shifted_sign_backward(dsigns, np.ascontiguousarray(x), shift, approx, dx)
         self.move0.bias.grad += dshift.reshape(self.move0.bias.grad.shape).astype(dx.dtype)
-        dx += dout if self.downsample is None else self.downsample.backward(dout)
+        F.add(dx, dout if self.downsample is None else self.downsample.backward(dout), dx)
         return dx
 
 
