@@ -178,6 +178,24 @@ def channel_affine_add_relu(x, scale, shift, residual, out):
                 out[n, c, y, z] = max((x[n, c, y, z] * a + b) + residual[n, c, y, z], 0)
 
 
+@njit(parallel=True, fastmath={"nnan", "ninf", "nsz"}, cache=True)
+def channel_affine_add_hardtanh(x, scale, shift, residual, pre, out):
+    """pre = (x[:, c] * scale[c] + shift[c]) + residual and out = clip(pre, -1, 1):
+    channel_affine, the residual add and hardtanh in one pass; pre is what
+    hardtanh's backward needs."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        a = scale[c]
+        b = shift[c]
+        for y in range(h):
+            for z in range(w):
+                v = (x[n, c, y, z] * a + b) + residual[n, c, y, z]
+                pre[n, c, y, z] = v
+                out[n, c, y, z] = min(max(v, -1), 1)
+
+
 @njit(parallel=True, cache=True)
 def add(a, b, out):
     """out = a + b for (N, C, H, W) arrays of any strides, on all cores (numpy's
