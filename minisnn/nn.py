@@ -315,7 +315,7 @@ class BatchNorm2d(Module):
         self.cache = None
 
     def forward(self, x):
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x)
         out = np.empty_like(x)
         F.channel_affine(x, scale, shift, out)
         return out
@@ -324,7 +324,7 @@ class BatchNorm2d(Module):
         """relu(forward(x) + residual) (no add without a residual) in one pass:
         a block's batch norm, shortcut add and ReLU, rounded as the layers
         one after another round them."""
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x)
         out = np.empty_like(x)
         if residual is None:
             F.channel_affine_relu(x, scale, shift, out)
@@ -336,15 +336,17 @@ class BatchNorm2d(Module):
         """(pre, clip(pre, -1, 1)) with pre = forward(x) + residual, in one pass:
         a Bi-Real block's batch norm, shortcut add and Hardtanh, rounded as the
         layers one after another round them."""
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x)
         pre = np.empty_like(x)
         out = np.empty_like(x)
         F.channel_affine_add_hardtanh(x, scale, shift, residual, pre, out)
         return pre, out
 
-    def _scale_shift(self, x):
+    def scale_shift(self, x):
         """Per-channel (scale, shift) in x's dtype: batch statistics (updating the
-        running ones) in training, running statistics in eval; caches for backward."""
+        running ones) in training, running statistics in eval; caches for backward.
+        forward(x) is x * scale[c] + shift[c]; a parent that fuses that map into
+        a pass of its own calls this instead of forward."""
         dtype = x.dtype
         if self.training:
             n, _, h, w = x.shape
