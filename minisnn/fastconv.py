@@ -129,7 +129,7 @@ def im2col(x, kh, kw, stride, padding):
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
     cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
-    if stride == 1 and wo == w:
+    if stride == 1 and wo == w and w > padding:  # w > padding: every tap column has inputs
         _im2col_same(np.ascontiguousarray(x), kh, kw, padding, cols)
     else:  # strided reads: the loop over a padded copy is the faster one (measured)
         _im2col(np.ascontiguousarray(pad_nchw(x, padding)), kh, kw, stride, ho, wo, cols)

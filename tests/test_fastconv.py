@@ -93,9 +93,9 @@ def test_layers_run_the_reference_when_asked():
     np.testing.assert_allclose(ref.weight.grad, fast.weight.grad, rtol=1e-4, atol=1e-3)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
-       kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 4),
+       kh=st.integers(1, 5), kw=st.integers(1, 5), stride=st.integers(1, 4),
        padding=st.integers(0, 3), seed=st.integers(0, 2**31),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_im2col_and_col2im_give_the_reference_bits(n, c, h, w, kh, kw, stride, padding, seed,
