@@ -44,19 +44,83 @@ def _im2col(xp, kh, kw, stride, ho, wo, cols):
                     cols[r, base + x] = xp[n, c, y * stride + i, x * stride + j]
 
 
+@njit(cache=True, inline="always")
+def _inside(size, stride, padding, out_size, offset):
+    """[lo, hi): the output positions o whose input position o*stride + offset -
+    padding lies in [0, size) (tap ``offset`` of the kernel)."""
+    lo = min(max(0, (padding - offset + stride - 1) // stride), out_size)
+    hi = max(min(out_size, (size - 1 + padding - offset) // stride + 1), lo)
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _fill(dst, value):
+    for k in range(dst.size):
+        dst[k] = value
+
+
 @njit(parallel=True, cache=True)
-def _col2im(cols, kh, kw, stride, ho, wo, xp):
-    n_img, c_in = xp.shape[:2]
-    for c in prange(c_in):  # one channel per task: the scatter-adds never race
-        for i in range(kh):
-            for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
-                for n in range(n_img):
+def _im2col_same(x, kh, kw, padding, cols):
+    """_im2col for stride 1 and output planes as wide as the input: row (c, i, j)
+    of image n is then the plane shifted by one offset, copied as one run
+    (whole rows at once: 8x8 planes vectorize), with the padded rows and
+    columns written as zeros, without a padded copy of x."""
+    n_img, c_in, h, w = x.shape
+    ho = cols.shape[1] // (n_img * w)
+    plane = ho * w
+    xf = x.reshape(-1)
+    zero = cols.dtype.type(0)
+    for r in prange(c_in * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        y_lo, y_hi = _inside(h, 1, padding, ho, i)
+        x_lo, x_hi = _inside(w, 1, padding, w, j)
+        for n in range(n_img):
+            dst = cols[r, n * plane:(n + 1) * plane]
+            _fill(dst[:y_lo * w], zero)
+            _fill(dst[y_hi * w:], zero)
+            if y_hi <= y_lo:
+                continue
+            src = xf[((n * c_in + c) * h + y_lo + i - padding) * w + x_lo + j - padding:]
+            run = dst[y_lo * w + x_lo:y_hi * w - (w - x_hi)]
+            for k in range(run.size):
+                run[k] = src[k]
+            for y in range(y_lo, y_hi):  # the columns the run wrapped into
+                _fill(dst[y * w:y * w + x_lo], zero)
+                _fill(dst[y * w + x_hi:(y + 1) * w], zero)
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, kh, kw, stride, padding, ho, wo, dx):
+    """Per channel and image: the scatter-adds into a zeroed padded plane (taps
+    in (i, j) order, as col2im_reference adds them), whose inside is then
+    copied into dx; one channel per task, so the adds never race."""
+    n_img, c_in, h, w = dx.shape
+    hp = max(h + 2 * padding, (ho - 1) * stride + kh)  # room for every tap, wide strides too
+    wp = max(w + 2 * padding, (wo - 1) * stride + kw)
+    plane = ho * wo
+    dxf = dx.reshape(-1)
+    for c in prange(c_in):
+        acc = np.empty(hp * wp, dtype=cols.dtype)
+        for n in range(n_img):
+            acc[:] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    src = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
                     for y in range(ho):
-                        dst = xp[n, c, y * stride + i]
-                        base = (n * ho + y) * wo
-                        for x in range(wo):
-                            dst[x * stride + j] += row[base + x]
+                        dst = acc[(y * stride + i) * wp + j:]
+                        if stride == 1:  # unit stride: the adds vectorize
+                            for x in range(wo):
+                                dst[x] += src[y * wo + x]
+                        else:
+                            for x in range(wo):
+                                dst[x * stride] += src[y * wo + x]
+            out = dxf[(n * c_in + c) * h * w:(n * c_in + c + 1) * h * w]
+            for y in range(h):
+                row = acc[(y + padding) * wp + padding:]
+                for x in range(w):
+                    out[y * w + x] = row[x]
 
 
 def im2col(x, kh, kw, stride, padding):
@@ -65,47 +129,54 @@ def im2col(x, kh, kw, stride, padding):
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
     cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(pad_nchw(x, padding)), kh, kw, stride, ho, wo, cols)
+    if stride == 1 and wo == w and w > padding:  # w > padding: every tap column has inputs
+        _im2col_same(np.ascontiguousarray(x), kh, kw, padding, cols)
+    else:  # strided reads: the loop over a padded copy is the faster one (measured)
+        _im2col(np.ascontiguousarray(pad_nchw(x, padding)), kh, kw, stride, ho, wo, cols)
     return cols, (ho, wo)
 
 
 def col2im(cols, x_shape, kh, kw, stride, padding):
-    """functional.col2im_reference as parallel loops, one channel per task."""
+    """functional.col2im_reference as parallel loops, one channel per task;
+    the result is C-contiguous."""
     n, c, h, w = x_shape
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
-    xp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    _col2im(np.ascontiguousarray(cols), kh, kw, stride, ho, wo, xp)
-    if padding:
-        return xp[:, :, padding:padding + h, padding:padding + w]
-    return xp
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _col2im(np.ascontiguousarray(cols), kh, kw, stride, padding, ho, wo, dx)
+    return dx
 
 
 @njit(parallel=True, cache=True)
 def _pad_planes(x, scale, buf):
     """Write each plane (c, n) of x into buf with a zero border (pad_flat); with
     a non-empty scale, x[:, c] * scale[c] + 0 instead of x (channel_affine's
-    rounding, no FMA: this kernel has no fastmath)."""
+    rounding, no FMA: this kernel has no fastmath). x is C-contiguous; rows
+    are copied through flat views (1.5x faster at 32x32 than 4-D indexing)."""
     n, c, h, w = x.shape
     wp = w + 2
     plane = (h + 2) * wp
+    xf = x.reshape(-1)
     zero = buf.dtype.type(0)
+    scaled = scale.size > 0
     for t in prange(c * n):
-        b = t * plane
         ch, img = t // n, t % n
-        buf[b:b + wp] = 0
+        dst = buf[t * plane:(t + 1) * plane]
+        src = xf[(img * c + ch) * h * w:(img * c + ch + 1) * h * w]
+        _fill(dst[:wp], zero)
+        _fill(dst[(h + 1) * wp:], zero)
+        a = scale[ch] if scaled else zero
         for y in range(h):
-            r = b + (y + 1) * wp
-            buf[r] = 0
-            if scale.size:
-                a = scale[ch]
+            row = dst[(y + 1) * wp:(y + 2) * wp]
+            s = src[y * w:(y + 1) * w]
+            row[0] = zero
+            if scaled:
                 for i in range(w):
-                    buf[r + 1 + i] = x[img, ch, y, i] * a + zero
+                    row[1 + i] = s[i] * a + zero
             else:
                 for i in range(w):
-                    buf[r + 1 + i] = x[img, ch, y, i]
-            buf[r + w + 1] = 0
-        buf[b + (h + 1) * wp:b + plane] = 0
+                    row[1 + i] = s[i]
+            row[w + 1] = zero
 
 
 def pad_flat(x, scale=None):
@@ -117,7 +188,8 @@ def pad_flat(x, scale=None):
     """
     n, c, h, w = x.shape
     buf = np.empty(c * n * (h + 2) * (w + 2), dtype=x.dtype)
-    _pad_planes(x, np.empty(0, x.dtype) if scale is None else scale.astype(x.dtype), buf)
+    _pad_planes(np.ascontiguousarray(x), np.empty(0, x.dtype) if scale is None else scale.astype(x.dtype),
+                buf)
     return buf, (c, n, h + 2, w + 2)
 
 

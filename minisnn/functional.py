@@ -178,6 +178,24 @@ def channel_affine_add_relu(x, scale, shift, residual, out):
                 out[n, c, y, z] = max((x[n, c, y, z] * a + b) + residual[n, c, y, z], 0)
 
 
+@njit(parallel=True, fastmath={"nnan", "ninf", "nsz"}, cache=True)
+def channel_affine_add_hardtanh(x, scale, shift, residual, pre, out):
+    """pre = (x[:, c] * scale[c] + shift[c]) + residual and out = clip(pre, -1, 1):
+    channel_affine, the residual add and hardtanh in one pass; pre is what
+    hardtanh's backward needs."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        a = scale[c]
+        b = shift[c]
+        for y in range(h):
+            for z in range(w):
+                v = (x[n, c, y, z] * a + b) + residual[n, c, y, z]
+                pre[n, c, y, z] = v
+                out[n, c, y, z] = min(max(v, -1), 1)
+
+
 @njit(parallel=True, cache=True)
 def add(a, b, out):
     """out = a + b for (N, C, H, W) arrays of any strides, on all cores (numpy's
@@ -356,6 +374,13 @@ def prelu_backward(dout, x, slope, dx):
     return dslope
 
 
+@njit(cache=True, inline="always")
+def _rprelu(v, b, a, d):
+    """One element of :func:`rprelu`."""
+    u = v * np.float32(1) + b  # as channel_affine(x, 1, b): -0.0 + 0.0
+    return (u if u > 0 else a * u) * np.float32(1) + d
+
+
 @njit(parallel=True, cache=True)
 def rprelu(x, shift_in, slope, shift_out, out):
     """ReActNet's RPReLU in one pass: prelu(x + shift_in[c], slope[c]) + shift_out[c],
@@ -367,8 +392,25 @@ def rprelu(x, shift_in, slope, shift_out, out):
         b, a, d = shift_in[c], slope[c], shift_out[c]
         for y in range(h):
             for z in range(w):
-                v = x[n, c, y, z] * np.float32(1) + b  # as channel_affine(x, 1, b): -0.0 + 0.0
-                out[n, c, y, z] = (v if v > 0 else a * v) * np.float32(1) + d
+                out[n, c, y, z] = _rprelu(x[n, c, y, z], b, a, d)
+
+
+@njit(parallel=True, cache=True)
+def channel_affine_add_rprelu(x, scale, shift, residual, shift_in, slope, shift_out, pre, out):
+    """pre = (x[:, c] * scale[c] + shift[c]) + residual and out = rprelu(pre, ...):
+    channel_affine, the residual add and :func:`rprelu` in one pass; pre is
+    what rprelu's backward needs."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t % c_in
+        sa, sb = scale[c], shift[c]
+        b, a, d = shift_in[c], slope[c], shift_out[c]
+        for y in range(h):
+            for z in range(w):
+                v = (x[n, c, y, z] * sa + sb) + residual[n, c, y, z]
+                pre[n, c, y, z] = v
+                out[n, c, y, z] = _rprelu(v, b, a, d)
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)

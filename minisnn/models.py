@@ -108,9 +108,10 @@ class ReActBlock(Module):
     The sign is ``binary_conv``'s input sign (``binary_act=True``, its
     ``grad`` the surrogate); the shortcut is the identity, or ``downsample`` =
     2x2 average pool, 1x1 full-precision conv, batch norm where the shape
-    changes. ``move0`` and the sign, and ``move1``, ``prelu`` and ``move2``,
-    hold the parameters but run fused, one pass each (the float operations of
-    the layers one after another: tested equal to them).
+    changes. ``move0`` and the sign, and ``bn1``, the shortcut add, ``move1``,
+    ``prelu`` and ``move2``, hold the parameters but run fused, one pass each
+    (the float operations of the layers one after another: tested equal to
+    them); a hook on ``bn1`` makes it run as its own layer.
     """
 
     def __init__(self, in_planes, planes, stride, conv, rng=None, weight_init=DEFAULT_WEIGHT_INIT):
@@ -137,11 +138,18 @@ class ReActBlock(Module):
         signs = np.empty_like(x)
         F.shifted_sign(x, shift, signs)
         conv = self.binary_conv.run_forward_hooks(signs, self.binary_conv.conv_forward(signs))
-        out = self.bn1(conv)
-        out += x if self.downsample is None else self.downsample(x)
-        # move1 -> prelu -> move2 in one pass (functional.rprelu: the same operations)
-        y = np.empty_like(out)
-        F.rprelu(out, *self._rprelu_params(out.dtype), y)
+        rprelu = self._rprelu_params(conv.dtype)
+        y = np.empty_like(conv)
+        if self.bn1.has_forward_hooks():  # the hooks see bn1's own output
+            out = self.bn1(conv)
+            F.add(out, x if self.downsample is None else self.downsample(x), out)
+            # move1 -> prelu -> move2 in one pass (functional.rprelu: the same operations)
+            F.rprelu(out, *rprelu, y)
+        else:  # bn1, the shortcut add and move1 -> prelu -> move2 in one pass
+            scale, shift_bn = self.bn1.scale_shift(conv)
+            out = np.empty_like(conv)
+            residual = x if self.downsample is None else self.downsample(x)
+            F.channel_affine_add_rprelu(conv, scale, shift_bn, residual, *rprelu, out, y)
         self.cache = (x, shift, out)
         return y
 
@@ -158,7 +166,7 @@ class ReActBlock(Module):
         approx = self.binary_conv.input_sign.grad == "approxsign"
         dshift = F.shifted_sign_backward(dsigns, np.ascontiguousarray(x), shift, approx, dx)
         self.move0.bias.grad += dshift.reshape(self.move0.bias.grad.shape).astype(dx.dtype)
-        dx += dout if self.downsample is None else self.downsample.backward(dout)
+        F.add(dx, dout if self.downsample is None else self.downsample.backward(dout), dx)
         return dx
 
 

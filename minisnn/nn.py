@@ -328,7 +328,7 @@ class BatchNorm2d(Module):
         self.cache = None
 
     def forward(self, x):
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x)
         out = np.empty_like(x)
         F.channel_affine(x, scale, shift, out)
         return out
@@ -337,7 +337,7 @@ class BatchNorm2d(Module):
         """relu(forward(x) + residual) (no add without a residual) in one pass:
         a block's batch norm, shortcut add and ReLU, rounded as the layers
         one after another round them."""
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x)
         out = np.empty_like(x)
         if residual is None:
             F.channel_affine_relu(x, scale, shift, out)
@@ -345,9 +345,21 @@ class BatchNorm2d(Module):
             F.channel_affine_add_relu(x, scale, shift, residual, out)
         return out
 
-    def _scale_shift(self, x):
+    def forward_add_hardtanh(self, x, residual):
+        """(pre, clip(pre, -1, 1)) with pre = forward(x) + residual, in one pass:
+        a Bi-Real block's batch norm, shortcut add and Hardtanh, rounded as the
+        layers one after another round them."""
+        scale, shift = self.scale_shift(x)
+        pre = np.empty_like(x)
+        out = np.empty_like(x)
+        F.channel_affine_add_hardtanh(x, scale, shift, residual, pre, out)
+        return pre, out
+
+    def scale_shift(self, x):
         """Per-channel (scale, shift) in x's dtype: batch statistics (updating the
-        running ones) in training, running statistics in eval; caches for backward."""
+        running ones) in training, running statistics in eval; caches for backward.
+        forward(x) is x * scale[c] + shift[c]; a parent that fuses that map into
+        a pass of its own calls this instead of forward."""
         dtype = x.dtype
         if self.training:
             n, _, h, w = x.shape
@@ -412,8 +424,13 @@ class Hardtanh(Module):
     """clip(x, -1, 1); gradient 1 inside, 0 outside."""
 
     def forward(self, x):
+        return F.hardtanh(self.keep(x))
+
+    def keep(self, x):
+        """Keep the input ``x`` for the backward: the input of a Hardtanh a
+        parent computed fused with the layers before it."""
         self.cache = x
-        return F.hardtanh(x)
+        return x
 
     def backward(self, dout):
         return F.clip_backward(dout, self.cache)
@@ -616,6 +633,12 @@ class BasicBlock(Module):
         if self._fuses_relu():
             h = self.act1.keep(self.bn1.forward_relu(self.conv1(x)))
             return self.act2.keep(self.bn2.forward_relu(self.conv2(h), self.shortcut(x)))
+        if self._fuses_hardtanh():
+            pre, h = self.bn1.forward_add_hardtanh(self.conv1(x), self.shortcut(x))
+            self.act1.keep(pre)
+            pre, out = self.bn2.forward_add_hardtanh(self.conv2(h), h)
+            self.act2.keep(pre)
+            return out
         out = self.bn1(self.conv1(x))
         if self.double_shortcut:
             F.add(out, self.shortcut(x), out)
@@ -628,9 +651,16 @@ class BasicBlock(Module):
         """ReLU blocks run batch norm, shortcut add and ReLU in one pass
         (BatchNorm2d.forward_relu) unless a hook needs the layers' own outputs."""
         return (isinstance(self.act1, ReLU) and isinstance(self.act2, ReLU)
-                and not self.double_shortcut
-                and not any(m.has_forward_hooks() for m in (self.bn1, self.act1, self.bn2,
-                                                             self.act2)))
+                and not self.double_shortcut and not self._hooked())
+
+    def _fuses_hardtanh(self):
+        """Bi-Real blocks (Hardtanh, a shortcut per conv) likewise run each batch
+        norm, shortcut add and Hardtanh in one pass (BatchNorm2d.forward_add_hardtanh)."""
+        return (isinstance(self.act1, Hardtanh) and isinstance(self.act2, Hardtanh)
+                and self.double_shortcut and not self._hooked())
+
+    def _hooked(self):
+        return any(m.has_forward_hooks() for m in (self.bn1, self.act1, self.bn2, self.act2))
 
     def backward(self, dout):
         dout = self.act2.backward(dout)

@@ -93,9 +93,9 @@ def test_layers_run_the_reference_when_asked():
     np.testing.assert_allclose(ref.weight.grad, fast.weight.grad, rtol=1e-4, atol=1e-3)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
-       kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 4),
+       kh=st.integers(1, 5), kw=st.integers(1, 5), stride=st.integers(1, 4),
        padding=st.integers(0, 3), seed=st.integers(0, 2**31),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_im2col_and_col2im_give_the_reference_bits(n, c, h, w, kh, kw, stride, padding, seed,
@@ -139,3 +139,26 @@ def test_backward_with_dout_scale_is_the_backward_of_the_scaled_gradient(
     fdx, fdw = fastconv.conv2d_backward(dout, cache, dout_scale=scale)
     assert np.ascontiguousarray(fdx).tobytes() == np.ascontiguousarray(dx).tobytes()
     assert fdw.tobytes() == dw.tobytes()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 12),
+       scaled=st.booleans(), strided=st.booleans(), seed=st.integers(0, 2**31),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_pad_flat_is_the_zero_padded_channel_major_planes(n, c, h, w, scaled, strided, seed,
+                                                          dtype):
+    """Byte for byte: np.pad of x (or of channel_affine(x, scale, 0)) moved to
+    (C, N, H+2, W+2), for C-ordered and strided inputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, 2 * w if strided else w)).astype(dtype)
+    x.reshape(-1)[::4] = -0.0
+    x = x[..., ::2] if strided else x
+    scale = rng.standard_normal(c).astype(dtype) if scaled else None
+    expect = x
+    if scaled:
+        expect = np.empty_like(x)
+        F.channel_affine(np.ascontiguousarray(x), scale, np.zeros_like(scale), expect)
+    expect = np.pad(expect.transpose(1, 0, 2, 3), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    buf, shape = fastconv.pad_flat(x, scale)
+    assert shape == expect.shape and buf.tobytes() == np.ascontiguousarray(expect).tobytes()
+

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gradcheck import assert_close, check_module, numerical_grad
 from minisnn import functional as F
@@ -256,3 +257,54 @@ def test_a_model_built_without_init_keeps_the_other_random_state(arch, quant, bl
     if quant == "snn":
         seeds = [m.codebook.seed for _, m in bare.named_modules() if isinstance(m, SubBitConv2d)]
         assert len(set(int(s) for s in seeds)) == len(seeds)  # drawn, not defaulted
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 40),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_fused_batchnorm_add_rprelu_gives_the_separate_passes_bytes(n, c, h, w, seed, dtype):
+    """channel_affine_add_rprelu is channel_affine, the add and rprelu, byte for byte
+    (the pre-activation and the output), exact and negative zeros included."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x.reshape(-1)[::4] = 0.0
+    x.reshape(-1)[1::5] = -0.0
+    residual.reshape(-1)[::3] = -0.0
+    scale, shift, shift_in, slope, shift_out = rng.standard_normal((5, c)).astype(dtype)
+    shift[::2] = -0.0
+    shift_in[1::2] = 0.0
+    added = np.empty_like(x)
+    F.channel_affine(x, scale, shift, added)
+    F.add(added, residual, added)
+    expect = np.empty_like(x)
+    F.rprelu(added, shift_in, slope, shift_out, expect)
+    pre, out = np.empty_like(x), np.empty_like(x)
+    F.channel_affine_add_rprelu(x, scale, shift, residual, shift_in, slope, shift_out, pre, out)
+    assert pre.tobytes() == added.tobytes() and out.tobytes() == expect.tobytes()
+
+
+@pytest.mark.parametrize("in_planes,planes,stride", [(4, 4, 1), (4, 8, 2)])
+def test_reactnet_block_fused_path_gives_the_layer_by_layer_bytes(rng, in_planes, planes, stride):
+    """Without hooks on bn1 the block runs batch norm, shortcut add and RPReLU in
+    one pass; with one, layer by layer: the same outputs, gradients and running
+    statistics, bit for bit."""
+    blocks = []
+    for hooked in (False, True):
+        conv = lambda c_in, c_out, s: BinaryConv2d(c_in, c_out, 3, s, 1, binary_act=True,
+                                                   rng=np.random.default_rng(5))
+        block = models.ReActBlock(in_planes, planes, stride, conv, rng=np.random.default_rng(6))
+        _randomize(block, np.random.default_rng(7))
+        if hooked:
+            block.bn1.register_forward_hook(lambda *args: None)
+        blocks.append(block)
+    x = rng.standard_normal((3, in_planes, 16, 16)).astype(np.float32)
+    dout = rng.standard_normal((3, planes, 16 // stride, 16 // stride)).astype(np.float32)
+    outs = [b.forward(x) for b in blocks]
+    assert outs[0].tobytes() == outs[1].tobytes()
+    dxs = [b.backward(dout) for b in blocks]
+    assert dxs[0].tobytes() == dxs[1].tobytes()
+    for (name, p), (_, q) in zip(blocks[0].named_parameters(), blocks[1].named_parameters()):
+        assert p.grad.tobytes() == q.grad.tobytes(), name
+    for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
+        assert a.tobytes() == b.tobytes(), name

@@ -306,3 +306,58 @@ def test_basic_block_fused_path_gives_the_layer_by_layer_bytes(rng, stride, in_p
         assert p.grad.tobytes() == q.grad.tobytes(), name
     for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
         assert a.tobytes() == b.tobytes(), name
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 40),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_fused_batchnorm_add_hardtanh_gives_the_separate_passes_bytes(n, c, h, w, seed, dtype):
+    """channel_affine_add_hardtanh is channel_affine, the add and hardtanh, byte for
+    byte: the pre-activation and the output, exact and negative zeros and values
+    on and past the clip bounds included."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c, h, w)) * 2).astype(dtype)
+    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x.reshape(-1)[::4] = 0.0
+    x.reshape(-1)[1::5] = -0.0
+    residual.reshape(-1)[::3] = -0.0
+    residual.reshape(-1)[1::7] = 1.0
+    scale = rng.standard_normal(c).astype(dtype)
+    shift = rng.standard_normal(c).astype(dtype)
+    shift[::2] = -0.0
+    added = np.empty_like(x)
+    F.channel_affine(x, scale, shift, added)
+    F.add(added, residual, added)
+    pre, out = np.empty_like(x), np.empty_like(x)
+    F.channel_affine_add_hardtanh(x, scale, shift, residual, pre, out)
+    assert pre.tobytes() == added.tobytes()
+    assert out.tobytes() == F.hardtanh(added).tobytes()
+
+
+@pytest.mark.parametrize("stride,in_planes,planes", [(1, 4, 4), (2, 4, 8)])
+def test_bireal_block_fused_path_gives_the_layer_by_layer_bytes(rng, stride, in_planes, planes):
+    """A Hardtanh block with a shortcut per conv runs batch norm, add and Hardtanh
+    fused; with a hook on an activation it runs them layer by layer: the same
+    outputs, gradients and running statistics, bit for bit."""
+    from minisnn.quant import BinaryConv2d
+    blocks = []
+    for fused in (True, False):
+        block = nn.BasicBlock(in_planes, planes, stride,
+                              lambda i, o, s: BinaryConv2d(i, o, 3, s, 1, binary_act=True,
+                                                           rng=np.random.default_rng(3)),
+                              nn.Hardtanh, double_shortcut=True)
+        assert block._fuses_hardtanh()
+        if not fused:
+            block.act1.register_forward_hook(lambda *args: None)
+            assert not block._fuses_hardtanh()
+        blocks.append(block)
+    x = rng.standard_normal((3, in_planes, 16, 16)).astype(np.float32)
+    dout = rng.standard_normal((3, planes, 16 // stride, 16 // stride)).astype(np.float32)
+    outs = [b.forward(x) for b in blocks]
+    assert outs[0].tobytes() == outs[1].tobytes()
+    dxs = [b.backward(dout) for b in blocks]
+    assert dxs[0].tobytes() == dxs[1].tobytes()
+    for (name, p), (_, q) in zip(blocks[0].named_parameters(), blocks[1].named_parameters()):
+        assert p.grad.tobytes() == q.grad.tobytes(), name
+    for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
+        assert a.tobytes() == b.tobytes(), name
