@@ -114,8 +114,9 @@ def test_every_model_is_trained_once_and_tabled(walked):
         arrays, _ = load_checkpoint(out / "models" / name / "checkpoint.npz")
         p = [v for k, v in arrays.items() if k.endswith("codebook.weight")]
         assert len(p) == 18 and any(len(np.unique(np.abs(a))) > 1 for a in p) == moved, name
-    # step 5 needed models that step 1 and 3 had trained: nothing was trained twice
-    assert "reusing" in logs["05"] and "minisnn.train" not in logs["05"]
+    # steps 5 and 7 needed models that earlier steps had trained: nothing was trained twice
+    assert "bnn_1a_kd: reusing" in logs["05"] and "bnn_1a_kd: -m minisnn.train" not in logs["05"]
+    assert "minisnn.train" not in logs["07"]
 
 
 def test_table_rows_are_consistent(walked):

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from minisnn.checkpoint import load_checkpoint, write_json
-from minisnn.models import mode_name
 from minisnn.train import lock_holder
 
 # The recipe of steps 1 and 3 (walkthrough/README.md says how it was chosen).
@@ -257,10 +256,7 @@ def metrics(args, name):
     path = model_dir(args, name) / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: train {name} first (its training step does)")
-    m = json.loads(path.read_text())
-    # named from the model's config, so every row carries mode_name's current name
-    m["mode"] = mode_name(m["model"]["quant"], m["model"]["act"], m["model"]["tau"])
-    return m
+    return json.loads(path.read_text())
 
 
 def _summary(args, name):
