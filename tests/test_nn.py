@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradcheck import check_module
+from gradcheck import assert_same_bytes, check_module
 from minisnn import functional as F
 from minisnn import nn
 
@@ -298,14 +298,7 @@ def test_basic_block_fused_path_gives_the_layer_by_layer_bytes(rng, stride, in_p
         blocks.append(block)
     x = rng.standard_normal((3, in_planes, 16, 16)).astype(np.float32)
     dout = rng.standard_normal((3, planes, 16 // stride, 16 // stride)).astype(np.float32)
-    outs = [b.forward(x) for b in blocks]
-    assert outs[0].tobytes() == outs[1].tobytes()
-    dxs = [b.backward(dout) for b in blocks]
-    assert dxs[0].tobytes() == dxs[1].tobytes()
-    for (name, p), (_, q) in zip(blocks[0].named_parameters(), blocks[1].named_parameters()):
-        assert p.grad.tobytes() == q.grad.tobytes(), name
-    for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
-        assert a.tobytes() == b.tobytes(), name
+    assert_same_bytes(blocks, x, dout)
 
 
 @settings(max_examples=30, deadline=None)
@@ -353,11 +346,4 @@ def test_bireal_block_fused_path_gives_the_layer_by_layer_bytes(rng, stride, in_
         blocks.append(block)
     x = rng.standard_normal((3, in_planes, 16, 16)).astype(np.float32)
     dout = rng.standard_normal((3, planes, 16 // stride, 16 // stride)).astype(np.float32)
-    outs = [b.forward(x) for b in blocks]
-    assert outs[0].tobytes() == outs[1].tobytes()
-    dxs = [b.backward(dout) for b in blocks]
-    assert dxs[0].tobytes() == dxs[1].tobytes()
-    for (name, p), (_, q) in zip(blocks[0].named_parameters(), blocks[1].named_parameters()):
-        assert p.grad.tobytes() == q.grad.tobytes(), name
-    for (name, a), (_, b) in zip(blocks[0].named_buffers(), blocks[1].named_buffers()):
-        assert a.tobytes() == b.tobytes(), name
+    assert_same_bytes(blocks, x, dout)
