@@ -9,9 +9,8 @@ Naming conventions: model arrays are ``model.<name>`` (from
 else (epoch, metrics, ``rng.bit_generator.state``) goes into the config.
 
 Writes are atomic (checkpoints and the JSON files beside them, via
-:func:`write_json`): the file is written to a temporary name in the same
-directory, flushed and fsynced, then ``os.replace``-d over the target, so a
-crash leaves either the old checkpoint or the new one, never half a file.
+:func:`write_json`; minisnn.atomic): a crash leaves either the old
+checkpoint or the new one, never half a file.
 
 Reads trust nothing in the file (minisnn.npz): every member's name, dtype
 and shape are checked from its header before any data is read, declared
@@ -22,14 +21,13 @@ fault is a ValueError naming the file.
 
 import hashlib
 import json
-import os
 import pathlib
 import re
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .atomic import write_atomically
 from .models import build_model
 from .npz import NpzError, NpzReader
 
@@ -38,8 +36,6 @@ MAX_CHECKPOINT_BYTES = 1 << 31  # declared array bytes, when no model says what 
 MAX_CONFIG_BYTES = 1 << 22  # the JSON config (metrics of a few thousand epochs fit easily)
 MAX_JSON_DEPTH = 64
 _WRITE_PIECE = 1 << 20  # bytes handed to the zip writer at a time
-# tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") names: 8 characters of [a-z0-9_]
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 # Complete JSON strings (skipped: brackets inside them do not nest), brackets, or the
 # quote opening an unterminated string; possessive, so the scan stays linear.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]|"', re.S)
@@ -114,40 +110,6 @@ def write_json(path, value):
     return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_atomically(path, write):
-    """Call ``write(f)`` on a temporary file beside ``path`` (a pathlib.Path), fsync it
-    and ``os.replace`` it over ``path``: readers and crashes see the old file or the
-    new one, never half of one. Returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def remove_stale_temporaries(directory):
-    """Delete the temporary files that writes killed mid-way left in ``directory``
-    (``.NAME.XXXXXXXX.tmp``, see write_atomically); returns their paths.
-
-    Only for a directory no one else is writing: a run directory whose lock
-    this process holds.
-    """
-    removed = []
-    for path in pathlib.Path(directory).glob(".*.tmp"):
-        if _TEMPORARY.fullmatch(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
 def _write_npz(f, arrays, compress=False):
     # What np.savez does, minus its keyword collisions (an array named "file").
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
@@ -169,17 +131,6 @@ def _write_npy(f, value):
     data = value.reshape(-1).view(np.uint8)
     for start in range(0, data.size, _WRITE_PIECE):
         f.write(data[start:start + _WRITE_PIECE])
-
-
-def _fsync_dir(directory):
-    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _open(path, max_bytes=MAX_CHECKPOINT_BYTES):

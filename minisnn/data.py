@@ -73,7 +73,6 @@ import pickletools
 import re
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.request
 import zlib
@@ -82,6 +81,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic import remove_stale_temporaries, write_atomically
 from .npz import NpzError, NpzReader
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -130,15 +130,6 @@ class DataError(ValueError):
 # -- small helpers ---------------------------------------------------------------
 def _warn(message):
     print(f"minisnn.data: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _remove_leftover(tmp):
-    """Delete a temporary file left by a failed write, if any."""
-    if tmp is not None:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
 
 
 def _natural_key(name):
@@ -251,16 +242,12 @@ def download_cifar10(dest_dir, url=None, md5=None, progress=True):
     md5, written atomically) and return its path."""
     url = url or DOWNLOAD_URL
     md5 = md5 or DOWNLOAD_MD5
-    dest_dir = Path(dest_dir)
-    dest = dest_dir / DOWNLOAD_NAME
-    tmp = None
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale(dest_dir, DOWNLOAD_NAME + ".*.part")
-        fd, tmp = tempfile.mkstemp(prefix=DOWNLOAD_NAME + ".", suffix=".part", dir=dest_dir)
+    dest = Path(dest_dir) / DOWNLOAD_NAME
+
+    def fetch(f):
         digest = hashlib.md5(usedforsecurity=False)
         meter = _Progress(f"downloading {url}", progress, unit="MB", scale=1e-6, fmt="{:.1f}")
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=60) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 f.write(chunk)
                 digest.update(chunk)
@@ -269,15 +256,15 @@ def download_cifar10(dest_dir, url=None, md5=None, progress=True):
         if digest.hexdigest() != md5:
             raise DataError(_no_data_message(
                 f"the download of {url} has md5 {digest.hexdigest()}, expected {md5}"))
-        os.replace(tmp, dest)
-        tmp = None
-        return dest
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(dest.parent, name=DOWNLOAD_NAME, older_than=STALE_SECONDS)
+        return write_atomically(dest, fetch)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(_no_data_message(f"the download of {url} failed ({exc})")) from exc
-    finally:
-        _remove_leftover(tmp)
 
 
 # -- the python release ------------------------------------------------------------
@@ -771,38 +758,19 @@ def _load_source(source, progress=False):
     return data
 
 
-def _remove_stale(directory, pattern):
-    """Delete the files matching ``pattern`` (temporaries of writes that were killed)
-    untouched for STALE_SECONDS; a younger one may be another process's write."""
-    cutoff = time.time() - STALE_SECONDS
-    for path in Path(directory).glob(pattern):
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except OSError:
-            pass
-
-
 def _save_cache(path, data, source):
-    tmp = None
+    def write(f):
+        np.savez(f, **data, source=np.frombuffer(str(source).encode(), np.uint8),
+                 digest=np.frombuffer(dataset_digest(data).encode(), np.uint8))
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(path.parent, "cifar10-*.npz.*.tmp")
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **data, source=np.frombuffer(str(source).encode(), np.uint8),
-                     digest=np.frombuffer(dataset_digest(data).encode(), np.uint8))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, path)
-        tmp = None
+        remove_stale_temporaries(path.parent, name="cifar10-*.npz", older_than=STALE_SECONDS)
+        write_atomically(path, write)  # 0644: a cache may be shared
         return True
     except OSError as exc:
         _warn(f"could not write the cache {path} ({exc}); continuing without it")
         return False
-    finally:
-        _remove_leftover(tmp)
 
 
 def cache_path(source, cache_dir=None):

@@ -11,13 +11,12 @@ would compute with the same thread settings.
 
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
 from . import checkpoint as ckpt
+from .atomic import write_atomically
 
 
 def load_teacher(path, student):
@@ -73,11 +72,4 @@ class TeacherLogits:
         logits = np.asarray(logits, np.float32)
         if logits.shape != self.shape:
             raise ValueError(f"teacher logits of shape {logits.shape}, expected {self.shape}")
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".epoch.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, logits, allow_pickle=False)
-            os.replace(tmp, self._path(epoch))
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(epoch), lambda f: np.save(f, logits, allow_pickle=False))

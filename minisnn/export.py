@@ -42,7 +42,8 @@ import sys
 
 import numpy as np
 
-from minisnn.checkpoint import read_json, write_atomically
+from minisnn.atomic import write_atomically
+from minisnn.checkpoint import read_json
 from minisnn.romlayer import TAU_RANGE, BinaryConvLayer, check_kind, check_layer
 from minisnn.subbit import NUM_KERNELS
 

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import write_atomically
+from .atomic import write_atomically
 
 # Okabe-Ito, reordered so the first colours are the most distinct on white
 # (its yellow is faint on white, so it comes last).

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from minisnn import popcount
+from minisnn.atomic import write_atomically
 from minisnn.romlayer import BinaryConvLayer
 from minisnn.subbit import codes_to_kernels
 
@@ -164,10 +165,8 @@ def _hex_lines(words, width):
 
 
 def _write(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # scratch memory images for one simulation: atomic, no need to survive a power loss
+    write_atomically(path, lambda f: f.write(text.encode("ascii")), durable=False)
 
 
 def _pack(fields, width):

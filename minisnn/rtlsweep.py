@@ -28,12 +28,12 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from minisnn import figures, rtlmodel, rtlsim, rtlsynth
+from minisnn.atomic import write_atomically
 from minisnn.export import random_layer
 from minisnn.rtlmodel import EngineConfig
 
@@ -582,11 +582,8 @@ def write_results(path, tiers, cache, checks=()):
               "grid": grid_description([p for p in points if cache.get("synth", p)]), "ice40_layer": ICE40_SHAPE.name, "xilinx_layer": XILINX_SHAPE.name,
               "cosim": cosim_from_cache([_sim(p) for p in points] + list(checks), cache),
               "sim_size": SIM_SIZE, "tools": tool_versions()}
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(result, indent=1) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
     return result
 
 

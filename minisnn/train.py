@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
+from .atomic import remove_stale_temporaries
 from . import data as D
 from .distill import TeacherLogits, load_teacher
 from .figures import training_curves
@@ -253,7 +254,7 @@ def _lock(out):
                             "wait for it or stop it first")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        ckpt.remove_stale_temporaries(out)
+        remove_stale_temporaries(out)
         return _HeldLock(path, fd)
     raise RunLocked(f"{out} is being trained by process {lock_holder(out)} (lock {path}); "
                     "wait for it or stop it first")

@@ -32,15 +32,15 @@ between two patterns (a few in a million at this size).
 
 import argparse
 import collections
-import os
 import pathlib
 import random
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from minisnn.atomic import write_atomically
 
 SMALL_WIDTHS = (4, 8, 16, 32)
 FULL_WIDTHS = (64, 128, 256, 512)
@@ -248,21 +248,8 @@ def check_assignments(model, strict=True):
     return differ
 
 
-def atomic(path, write):
-    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(obj, path, fmt):
-    atomic(path, lambda f: torch.save(obj, f, _use_new_zipfile_serialization=(fmt == "zip")))
+    write_atomically(path, lambda f: torch.save(obj, f, _use_new_zipfile_serialization=(fmt == "zip")))
 
 
 def make_checkpoint(spec, gen, widths, num_classes, strict=True):
@@ -300,7 +287,7 @@ def write_fixtures(out, seed):
         save(obj, out / name, spec["fmt"])
         with torch.no_grad():
             logits[name] = model(x).numpy()
-    atomic(out / "logits.npz", lambda f: np.savez(f, **logits))
+    write_atomically(out / "logits.npz", lambda f: np.savez(f, **logits))
     write_tensor_fixtures(out, gen)
 
 
@@ -328,7 +315,7 @@ def write_tensor_fixtures(out, gen):
     for fmt in ("zip", "legacy"):
         save(obj, out / f"tensors.{fmt}.pth", fmt)
     expected = {k: v.numpy() for k, v in tensors.items()}
-    atomic(out / "tensors.npz", lambda f: np.savez(f, **expected))
+    write_atomically(out / "tensors.npz", lambda f: np.savez(f, **expected))
 
 
 ASSIGN_TAUS = (4, 5, 6, 9)
@@ -385,7 +372,7 @@ def write_assign_fixture(out, seed):
               f"{int((first == second).sum())} have two equal smallest norms")
         arrays.update({f"tau{tau}.codes": codes.astype(np.uint16), f"tau{tau}.w": w,
                        f"tau{tau}.idx": idx.astype(np.uint16)})
-    atomic(out / "assign_float32.npz", lambda f: np.savez(f, **arrays))
+    write_atomically(out / "assign_float32.npz", lambda f: np.savez(f, **arrays))
 
 
 def write_full(out, seed):
@@ -407,7 +394,7 @@ def write_full(out, seed):
             logits[f"{name}:exact"] = model(x).numpy()
             Binarize.exact = False
         print(f"wrote {out / name} ({(out / name).stat().st_size / 2 ** 20:.1f} MiB)")
-    atomic(out / "logits.npz", lambda f: np.savez(f, **logits))
+    write_atomically(out / "logits.npz", lambda f: np.savez(f, **logits))
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from minisnn import checkpoint
+from minisnn import atomic, checkpoint
 from minisnn.checkpoint import (check_config, init_module_from, load_checkpoint, restore_module,
                                 save_checkpoint)
 from minisnn.nn import Module, Parameter
@@ -110,7 +110,7 @@ def test_crash_during_write_keeps_old_checkpoint(tmp_path, monkeypatch, target):
     if target == "write":
         monkeypatch.setattr(checkpoint, "_write_npy", crash)
     else:
-        monkeypatch.setattr(checkpoint.os, "replace", crash)
+        monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         save_checkpoint(path, {"x": np.arange(100)}, {"epoch": 2})
     monkeypatch.undo()
@@ -134,7 +134,7 @@ def test_write_json_crash_keeps_old_file(tmp_path, monkeypatch, target):
     def crash(*args, **kwargs):
         raise OSError("simulated crash")
 
-    monkeypatch.setattr(checkpoint.os, "fsync" if target == "write" else "replace", crash)
+    monkeypatch.setattr(atomic.os, "fsync" if target == "write" else "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         checkpoint.write_json(path, {"epoch": 2})
     monkeypatch.undo()
@@ -454,12 +454,3 @@ def test_load_model_refuses_non_finite_weights(tmp_path):
     with pytest.raises(ValueError, match=r"nan\.npz.*'model\.layer1\.0\.conv1\.weight' holds NaN "
                                          r"or infinite values \(1 of"):
         checkpoint.load_model(path)
-
-
-def test_stale_temporaries_of_killed_writes_are_removed(tmp_path):
-    stale = [tmp_path / ".checkpoint.npz.k3j_9xq2.tmp", tmp_path / ".metrics.json.abcdefgh.tmp"]
-    keep = [tmp_path / "checkpoint.npz", tmp_path / "notes.tmp", tmp_path / ".hidden.tmp"]
-    for p in stale + keep:
-        p.write_bytes(b"x")
-    assert sorted(checkpoint.remove_stale_temporaries(tmp_path)) == sorted(stale)
-    assert listing(tmp_path) == sorted(p.name for p in keep)

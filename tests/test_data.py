@@ -815,8 +815,8 @@ def test_a_directory_source_is_keyed_by_content(tmp_path, cache):
 def test_stale_temporaries_in_the_cache_are_removed(tmp_path, cache):
     import time
     cache.mkdir()
-    old = cache / "cifar10-0123.npz.abc123.tmp"
-    fresh = cache / "cifar10-4567.npz.def456.tmp"  # maybe being written right now
+    old = cache / ".cifar10-0123.npz.abc12_34.tmp"
+    fresh = cache / ".cifar10-4567.npz.def45678.tmp"  # maybe being written right now
     for p in (old, fresh):
         p.write_bytes(b"partial")
     os.utime(old, (time.time() - 7200, time.time() - 7200))

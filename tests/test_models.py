@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradcheck import assert_close, assert_same_bytes, check_module, numerical_grad
+from gradcheck import assert_close, assert_same_bytes, numerical_grad
 from minisnn import functional as F
 from minisnn import models, nn
 from minisnn.quant import BinaryConv2d, SignInputConv2d
