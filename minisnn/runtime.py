@@ -56,6 +56,29 @@ def _prefer_512bit_vectors():
     return True
 
 
+def thread_counts():
+    """The thread counts a run's float rounding depends on: {'numba': threads
+    of numba's parallel kernels, 'blas': threads OpenBLAS started with}.
+
+    numba's kernels give the same bits on any count; OpenBLAS's threaded
+    sgemm does not (it sums in another order than its single-threaded one),
+    so training records both. OpenBLAS takes OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS or OMP_NUM_THREADS as it loads, else one thread per
+    CPU the process may run on.
+    """
+    import numba
+
+    blas = None
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            blas = int(value)
+            break
+    if blas is None:
+        blas = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"numba": numba.get_num_threads(), "blas": blas}
+
+
 def tune_process():
     """Apply the settings above (once is enough; later calls change nothing
     more). Returns the names of those that took effect; none with

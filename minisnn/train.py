@@ -308,7 +308,8 @@ class _Trainer:
             _start_weights(args, model)
         self.optimizer = build_optimizer(args, model)
         self.metrics = {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [],
-                        "test_acc": [], "lr": [], "epoch_seconds": [], "images_per_second": []}
+                        "test_acc": [], "lr": [], "epoch_seconds": [], "images_per_second": [],
+                        "threads": []}
         self.start_epoch = 0
         if resuming:
             self._restore()
@@ -322,9 +323,11 @@ class _Trainer:
                 n_train, min(args.bn_recalibrate, n_train), replace=False)
             self.recal_x = self.dataset["x_train"][np.sort(pick)]
         self.name = mode_name(args.quant, args.act, self.config["tau"])
+        self.threads = runtime.thread_counts()
         print(f"{args.arch} {self.name}: {n_train} train / {len(self.dataset['y_test'])} test "
               f"images, {args.epochs} epochs x {self.steps_per_epoch} steps, batch "
-              f"{args.batch_size}", flush=True)
+              f"{args.batch_size}; threads: numba {self.threads['numba']}, "
+              f"BLAS {self.threads['blas']}", flush=True)
 
     def _restore(self):
         arrays, saved = ckpt.load_checkpoint(self.path)
@@ -334,6 +337,8 @@ class _Trainer:
         self.optimizer.load_state_dict({k[len("optim."):]: v for k, v in arrays.items()
                                         if k.startswith("optim.")}, source=str(self.path))
         self.metrics, self.start_epoch = saved["metrics"], saved["epoch"]
+        # a checkpoint without thread counts: unknown for its epochs
+        self.metrics.setdefault("threads", [None] * len(self.metrics["epoch"]))
         print(f"resuming {self.path} after epoch {self.start_epoch}", flush=True)
 
     def train(self):
@@ -399,7 +404,8 @@ class _Trainer:
         for key, value in (("epoch", epoch + 1), ("train_loss", loss_sum / seen),
                            ("train_acc", correct / seen), ("test_loss", test_loss),
                            ("test_acc", test_acc), ("lr", self.optimizer.lr),
-                           ("epoch_seconds", seconds), ("images_per_second", seen / seconds)):
+                           ("epoch_seconds", seconds), ("images_per_second", seen / seconds),
+                           ("threads", self.threads)):
             self.metrics[key].append(value)
         print(f"epoch {epoch + 1}/{args.epochs} done in {_fmt_time(seconds)}: train loss "
               f"{loss_sum / seen:.4f} acc {100 * correct / seen:.2f}%, test loss {test_loss:.4f} "

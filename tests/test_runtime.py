@@ -50,3 +50,22 @@ def test_command_line_tools_tune_before_numpy_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout
     assert "TUNED 4" in out
+
+
+def _thread_counts(**env):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
+                         "NUMBA_NUM_THREADS")}
+    full.update(env)
+    code = "import json; from minisnn import runtime; print(json.dumps(runtime.thread_counts()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_thread_counts_follow_the_variables_openblas_and_numba_read():
+    assert _thread_counts(NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1") == {"numba": 1, "blas": 1}
+    assert _thread_counts(OMP_NUM_THREADS="3")["blas"] == 3
+    assert _thread_counts(GOTO_NUM_THREADS="2", OMP_NUM_THREADS="3")["blas"] == 2
+    cpus = len(os.sched_getaffinity(0))
+    assert _thread_counts() == {"numba": cpus, "blas": cpus}

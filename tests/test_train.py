@@ -11,7 +11,7 @@ import pytest
 
 from minisnn import checkpoint as ckpt
 from minisnn import data as D
-from minisnn import models, optim, train
+from minisnn import models, optim, runtime, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,9 @@ def test_cli_writes_checkpoint_metrics_and_curves(real_npz, tmp_path, capsys):
     ckpt.restore_module(model, arrays, out / "checkpoint.npz")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epoch"] == [1, 2] and len(metrics["test_acc"]) == 2
+    # the BLAS thread count decides the float rounding: each epoch records it
+    assert metrics["threads"] == [runtime.thread_counts()] * 2
+    assert all(v >= 1 for v in metrics["threads"][0].values())
     assert 0 <= metrics["final_test_acc"] <= 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # an existing run is not overwritten by accident
@@ -243,11 +246,14 @@ def test_resume_accepts_a_checkpoint_older_than_an_option(real_npz, tmp_path, ca
     path = tmp_path / "old" / "checkpoint.npz"
     arrays, config = ckpt.load_checkpoint(path)
     del config["train"]["weights_from"]
+    del config["metrics"]["threads"]
     ckpt.save_checkpoint(path, arrays, config)
     assert train.main(_args(tmp_path / "old", real_npz, "--resume", "--weights-from", "x")) == 2
     assert "no key 'weights_from'" in capsys.readouterr().err
     assert train.main(_args(tmp_path / "old", real_npz, "--resume")) == 0
     assert f"resuming {path} after epoch 1" in capsys.readouterr().out
+    _, config = ckpt.load_checkpoint(path)  # thread counts unknown for the epoch written without
+    assert config["metrics"]["threads"] == [None] + [runtime.thread_counts()] * 2
 
 
 def test_resume_does_not_need_the_checkpoints_a_run_started_from(real_npz, tmp_path):
