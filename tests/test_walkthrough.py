@@ -274,3 +274,38 @@ def test_a_model_another_process_trains_is_waited_for_not_trained_twice(tmp_path
     out = capsys.readouterr().out
     assert f"being trained by process {os.getpid()}" in out and "done elsewhere" in out
     assert not (run_dir / "train.log").exists()  # no child was started
+
+
+def test_a_shipped_model_stands_in_for_a_missing_dependency(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "walkthrough"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    write_json(shelf / "manifest.json", {"fp": {"file": "fp.npz", "seed": 0},
+                                         "step1_a1": {"file": "step1_a1.npz", "seed": 0}})
+    monkeypatch.setattr(common, "MODELS_DIR", shelf)
+
+    def args(*extra):
+        return common.parser("test", tuple(common.MODELS)).parse_args(["--out", str(tmp_path / "out"),
+                                                                      *extra])
+
+    full = args()
+    # full mode: fp and step 1 come from the shelf; what was asked for is trained
+    assert common.to_train(full, ["bnn_32a", "snn5_1a_kd"]) == ["bnn_32a", "snn5_1a_kd"]
+    assert common.checkpoint(full, "fp") == shelf / "fp.npz"
+    command = common.train_command(full, "snn5_1a_kd")
+    assert command[command.index("--weights-from") + 1] == str(shelf / "step1_a1.npz")
+    assert command[command.index("--teacher") + 1] == str(shelf / "fp.npz")
+    # a model named in --only is trained even when shipped
+    assert common.to_train(full, ["step1_a1", "bnn_1a_kd"]) == ["step1_a1", "bnn_1a_kd"]
+    # quick mode, another seed, or a finished run of its own in --out: no stand-in
+    assert common.to_train(args("--quick"), ["bnn_32a"]) == ["fp", "bnn_32a"]
+    assert common.to_train(args("--seed", "1"), ["bnn_32a"]) == ["fp", "bnn_32a"]
+    run = common.model_dir(full, "fp")
+    run.mkdir(parents=True)
+    write_json(run / "metrics.json", {"final_test_acc": 0.5, "epoch": [1], "total_seconds": 1.0})
+    assert common.checkpoint(full, "fp") == run / "checkpoint.npz"
+    assert common.to_train(full, ["bnn_32a"]) == ["bnn_32a"]

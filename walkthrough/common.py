@@ -6,7 +6,9 @@ the mode and the epoch count differ, and every binary or sub-bit model
 starts from the trained full-precision model's weights. A model whose
 ``metrics.json`` exists is reused, one with only a checkpoint is resumed,
 so any script can be stopped and started again, and later scripts train
-what they need when an earlier one was not run.
+what they need when an earlier one was not run; in full mode a model that
+is only needed comes from the shipped models when it is shipped and not in
+the results folder (:func:`on_shelf`).
 """
 
 import argparse
@@ -142,6 +144,28 @@ def model_dir(args, name):
     return Path(args.out) / "models" / name
 
 
+def on_shelf(args, name):
+    """Whether ``name``, needed by a run, comes from the shipped models instead of
+    being trained: in full mode, when ``<out>`` holds no finished run of it and
+    the shipped one was trained with the seed this run would use. So a lost
+    results folder costs only the runs in progress, and a fresh clone's step 7
+    distils from the shipped full-precision model."""
+    if args.pretrained or args.quick or (model_dir(args, name) / "metrics.json").exists():
+        return False
+    entry = shipped(MODELS_DIR).get(name)
+    return entry is not None and entry["seed"] == args.seed + SEED_OFFSET.get(name, 0)
+
+
+def to_train(args, names):
+    """``names`` and what they need, dependencies first, minus finished runs and
+    the dependencies that come from the shipped models (:func:`on_shelf`)."""
+    todo = []
+    for name in names:
+        todo += [n for n in with_dependencies(name) if n not in todo and not finished(args, n)
+                 and (n in names or not on_shelf(args, n))]
+    return todo
+
+
 def train_command(args, name):
     _, mode = MODELS[name]
     seed = args.seed + SEED_OFFSET.get(name, 0)
@@ -198,12 +222,13 @@ def train_models(args, names, status_every=60.0):
         for name in names:
             print(f"{name}: pretrained {checkpoint(args, name)}", flush=True)
         return
-    todo = []
-    for name in names:
-        todo += [n for n in with_dependencies(name) if n not in todo and not finished(args, n)]
+    todo = to_train(args, names)
     for name in names:
         if finished(args, name):
             print(f"{name}: reusing {model_dir(args, name)}", flush=True)
+    for name in dict.fromkeys(n for d in names for n in with_dependencies(d)):
+        if name not in names and not finished(args, name) and on_shelf(args, name):
+            print(f"{name}: the shipped {checkpoint(args, name)}", flush=True)
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     running, waiting, last_status = {}, set(), time.monotonic()
     while todo or running:
@@ -249,8 +274,8 @@ def train_models(args, names, status_every=60.0):
 
 
 def metrics(args, name):
-    if args.pretrained:
-        if name not in shipped(args.pretrained):
+    if args.pretrained or on_shelf(args, name):
+        if args.pretrained and name not in shipped(args.pretrained):
             raise SystemExit(f"{name} is not published in {args.pretrained}")
         return load_checkpoint(checkpoint(args, name))[1]["metrics"]
     path = model_dir(args, name) / "metrics.json"
@@ -268,6 +293,8 @@ def _summary(args, name):
 def checkpoint(args, name):
     if args.pretrained:
         return Path(args.pretrained) / shipped(args.pretrained)[name]["file"]
+    if on_shelf(args, name):
+        return MODELS_DIR / shipped(MODELS_DIR)[name]["file"]
     return model_dir(args, name) / "checkpoint.npz"
 
 
