@@ -11,7 +11,7 @@ import pytest
 
 from minisnn import checkpoint as ckpt
 from minisnn import data as D
-from minisnn import models, optim, runtime, train
+from minisnn import atomic, models, optim, runtime, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -461,7 +461,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporaries(real_npz, tmp_path, c
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     assert train.main(_args(out, real_npz, "--epochs", "1", "--test-subset", "20")) == 1
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: {out}: No space left on device"], err
