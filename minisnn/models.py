@@ -179,8 +179,9 @@ def make_stages(config, widths, blocks, basic_block, rng):
     builds a basic block (ResNet-20 and ResNet-18 differ in their shortcut).
     """
     block = config.get("block", "basic")
+    init_w = weight_init(config)
     conv = conv3x3_factory(config["quant"], config["act"], rng, config.get("tau"),
-                           config.get("act_grad", "approxsign"), block, weight_init(config),
+                           config.get("act_grad", "approxsign"), block, init_w,
                            **config.get("snn_options", {}))
     binary_act = config["act"] == "binary"
     act = Hardtanh if binary_act else ReLU
@@ -191,7 +192,7 @@ def make_stages(config, widths, blocks, basic_block, rng):
             stride = 2 if (s > 0 and b == 0) else 1
             if block == "reactnet":
                 stage.append(ReActBlock(in_planes, planes, stride, conv, rng=rng,
-                                        weight_init=weight_init(config)))
+                                        weight_init=init_w))
             else:
                 stage.append(basic_block(in_planes, planes, stride, conv, act, binary_act))
             in_planes = planes
@@ -273,7 +274,8 @@ class ResNetImageNet(_ResNet):
                  init=True):
         self.config = config
         rng = _generator(config, init)
-        self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng, weight_init=weight_init(config))
+        init_w = weight_init(config)
+        self.conv1 = Conv2d(3, widths[0], 7, 2, 3, rng=rng, weight_init=init_w)
         self.bn1 = BatchNorm2d(widths[0])
         if config.get("block", "basic") == "basic":
             self.act1 = Hardtanh() if config["act"] == "binary" else ReLU()
@@ -281,7 +283,7 @@ class ResNetImageNet(_ResNet):
 
         def basic_block(in_planes, planes, stride, conv, act, double_shortcut):
             return ProjectionBlock(in_planes, planes, stride, conv, act, double_shortcut, rng=rng,
-                                   weight_init=weight_init(config))
+                                   weight_init=init_w)
 
         for s, stage in enumerate(make_stages(config, widths, blocks, basic_block, rng)):
             setattr(self, f"layer{s + 1}", stage)

@@ -91,11 +91,17 @@ class Binarize(nn.Module):
 
     def forward(self, w):
         k = self.kernels()
-        if self.exact:  # float64 scores of float32 values: exact, ties to the lowest row
-            idx = (w.reshape(-1, 9).double() @ k.double().T).argmax(dim=1)
+        if self.exact:
+            idx = exact_nearest(w.reshape(-1, 9), k)
         else:
             idx = torch_nearest(w.reshape(-1, 9), k)
         return k[idx].reshape(w.shape)
+
+
+def exact_nearest(w, k):
+    """The exactly nearest kernel (minisnn's "exact" rule): float64 scores of
+    float32 values are exact; ties go to the lowest row."""
+    return (w.double() @ k.double().T).argmax(dim=1)
 
 
 def torch_nearest(w, k, chunk=1 << 14):
@@ -240,7 +246,7 @@ def check_assignments(model, strict=True):
             w = mod.weight.detach().reshape(-1, 9)
             k = mod.binarize.kernels()
             a32 = torch_nearest(w, k)
-            a64 = (w.double() @ k.double().T).argmax(dim=1)
+            a64 = exact_nearest(w, k)
             differ += int((a32 != a64).sum())
             assert not strict or torch.equal(a32, a64), f"{name}: float32 and exact differ"
         if isinstance(mod, SignConv):  # torch.sign(0) = 0 where minisnn's sign gives +1
@@ -249,7 +255,8 @@ def check_assignments(model, strict=True):
 
 
 def save(obj, path, fmt):
-    write_atomically(path, lambda f: torch.save(obj, f, _use_new_zipfile_serialization=(fmt == "zip")))
+    write_atomically(path, lambda f: torch.save(obj, f,
+                                                _use_new_zipfile_serialization=(fmt == "zip")))
 
 
 def make_checkpoint(spec, gen, widths, num_classes, strict=True):
@@ -364,7 +371,7 @@ def write_assign_fixture(out, seed):
              * rng.choice([1e-3, 1e-2, 0.05, 0.3, 1.0], (n_random, 1))).astype(np.float32),
             near_tied(rng, kernels, n_tied)])
         idx = torch_nearest(torch.from_numpy(w), torch.from_numpy(kernels)).numpy()
-        exact = (w.astype(np.float64) @ kernels.astype(np.float64).T).argmax(axis=1)
+        exact = exact_nearest(torch.from_numpy(w), torch.from_numpy(kernels)).numpy()
         norms = torch.norm(torch.from_numpy(w).unsqueeze(1) - torch.from_numpy(kernels), dim=2)
         first, second = norms.topk(2, dim=1, largest=False).values.unbind(dim=1)
         print(f"  tau {tau}: PyTorch's float32 assignment differs from the exact one on "

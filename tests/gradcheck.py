@@ -59,3 +59,15 @@ def assert_same_bytes(modules, x, dout):
         assert p.grad.tobytes() == q.grad.tobytes(), name
     for (name, a), (_, b) in zip(modules[0].named_buffers(), modules[1].named_buffers()):
         assert a.tobytes() == b.tobytes(), name
+
+
+def signed_zero_pair(rng, shape, dtype, x_scale=1.0):
+    """An input and a shortcut for the fused element-wise kernels' byte tests:
+    normal values with exact zeros and negative zeros sprinkled in, so a kernel
+    that reorders an add or drops a sign of zero shows up."""
+    x = (rng.standard_normal(shape) * x_scale).astype(dtype)
+    residual = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[::4] = 0.0
+    x.reshape(-1)[1::5] = -0.0
+    residual.reshape(-1)[::3] = -0.0
+    return x, residual

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradcheck import assert_close, assert_same_bytes, numerical_grad
+from gradcheck import assert_close, assert_same_bytes, numerical_grad, signed_zero_pair
 from minisnn import functional as F
 from minisnn import models, nn
 from minisnn.quant import BinaryConv2d, SignInputConv2d
@@ -266,11 +266,7 @@ def test_fused_batchnorm_add_rprelu_gives_the_separate_passes_bytes(n, c, h, w, 
     """channel_affine_add_rprelu is channel_affine, the add and rprelu, byte for byte
     (the pre-activation and the output), exact and negative zeros included."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
-    x.reshape(-1)[::4] = 0.0
-    x.reshape(-1)[1::5] = -0.0
-    residual.reshape(-1)[::3] = -0.0
+    x, residual = signed_zero_pair(rng, (n, c, h, w), dtype)
     scale, shift, shift_in, slope, shift_out = rng.standard_normal((5, c)).astype(dtype)
     shift[::2] = -0.0
     shift_in[1::2] = 0.0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradcheck import assert_same_bytes, check_module
+from gradcheck import assert_same_bytes, check_module, signed_zero_pair
 from minisnn import functional as F
 from minisnn import nn
 
@@ -262,11 +262,7 @@ def test_fused_batchnorm_add_relu_give_the_separate_passes_bytes(n, c, h, w, see
     """channel_affine(_add)_relu are channel_affine, the add and relu, byte for byte
     (no FMA, no reordering), exact zeros and negative zeros in the inputs included."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
-    x.reshape(-1)[::4] = 0.0
-    x.reshape(-1)[1::5] = -0.0
-    residual.reshape(-1)[::3] = -0.0
+    x, residual = signed_zero_pair(rng, (n, c, h, w), dtype)
     scale = rng.standard_normal(c).astype(dtype)
     shift = rng.standard_normal(c).astype(dtype)
     shift[::2] = -0.0
@@ -309,11 +305,7 @@ def test_fused_batchnorm_add_hardtanh_gives_the_separate_passes_bytes(n, c, h, w
     byte: the pre-activation and the output, exact and negative zeros and values
     on and past the clip bounds included."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, c, h, w)) * 2).astype(dtype)
-    residual = rng.standard_normal((n, c, h, w)).astype(dtype)
-    x.reshape(-1)[::4] = 0.0
-    x.reshape(-1)[1::5] = -0.0
-    residual.reshape(-1)[::3] = -0.0
+    x, residual = signed_zero_pair(rng, (n, c, h, w), dtype, x_scale=2)
     residual.reshape(-1)[1::7] = 1.0
     scale = rng.standard_normal(c).astype(dtype)
     shift = rng.standard_normal(c).astype(dtype)

@@ -227,7 +227,7 @@ def train_models(args, names, status_every=60.0):
         if finished(args, name):
             print(f"{name}: reusing {model_dir(args, name)}", flush=True)
     for name in dict.fromkeys(n for d in names for n in with_dependencies(d)):
-        if name not in names and not finished(args, name) and on_shelf(args, name):
+        if name not in names and on_shelf(args, name):
             print(f"{name}: the shipped {checkpoint(args, name)}", flush=True)
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     running, waiting, last_status = {}, set(), time.monotonic()
@@ -291,10 +291,9 @@ def _summary(args, name):
 
 
 def checkpoint(args, name):
-    if args.pretrained:
-        return Path(args.pretrained) / shipped(args.pretrained)[name]["file"]
-    if on_shelf(args, name):
-        return MODELS_DIR / shipped(MODELS_DIR)[name]["file"]
+    folder = args.pretrained or (MODELS_DIR if on_shelf(args, name) else None)
+    if folder:
+        return Path(folder) / shipped(folder)[name]["file"]
     return model_dir(args, name) / "checkpoint.npz"
 
 
